@@ -1,0 +1,42 @@
+"""diffprior: latent-diffusion priors (P2L and baselines) for imaging inverse problems in JAX.
+
+Importing the package is cheap: submodules (and JAX itself) load on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "LatentDiffusionPrior": "diffprior.prior",
+    "Schedule": "diffprior.schedule",
+    "P2L": "diffprior.solvers",
+    "LDPS": "diffprior.solvers",
+    "GMLDPS": "diffprior.solvers",
+    "PSLD": "diffprior.solvers",
+    "LDIR": "diffprior.solvers",
+    "DPS": "diffprior.solvers",
+    "TVADMM": "diffprior.solvers",
+    "PnPADMM": "diffprior.solvers",
+}
+_SUBMODULES = {"models", "prior", "schedule", "solvers", "io", "metrics", "data", "train", "cli", "perceptual"}
+
+
+def bundled_path() -> Path:
+    """Folder of the small CIFAR-10 latent diffusion prior shipped with the package."""
+    return Path(__file__).parent / "bundled" / "cifar10-ldm"
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"diffprior.{name}")
+    raise AttributeError(f"module 'diffprior' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY) + list(_SUBMODULES))
