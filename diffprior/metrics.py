@@ -81,8 +81,12 @@ def _filter_valid(z: jax.Array, g: jax.Array) -> jax.Array:
     kh = jnp.tile(g.reshape(n, 1, 1, 1), (1, 1, 1, K)).astype(z.dtype)
     kw = jnp.tile(g.reshape(1, n, 1, 1), (1, 1, 1, K)).astype(z.dtype)
     dn = ("NHWC", "HWIO", "NHWC")
-    z = jax.lax.conv_general_dilated(z, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=K, precision=hi)
-    return jax.lax.conv_general_dilated(z, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=K, precision=hi)
+    z = jax.lax.conv_general_dilated(
+        z, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=K, precision=hi
+    )
+    return jax.lax.conv_general_dilated(
+        z, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=K, precision=hi
+    )
 
 
 def ssim(x, y, data_range: float = 1.0) -> jax.Array:
@@ -115,7 +119,9 @@ def ssim(x, y, data_range: float = 1.0) -> jax.Array:
     """
     x, y, batched = _check_pair(x, y, "ssim")
     if x.shape[1] < _WIN_SIZE or x.shape[2] < _WIN_SIZE:
-        raise ValueError(f"ssim: images must be at least {_WIN_SIZE} x {_WIN_SIZE}; got {x.shape[1:3]}.")
+        raise ValueError(
+            f"ssim: images must be at least {_WIN_SIZE} x {_WIN_SIZE}; got {x.shape[1:3]}."
+        )
     C = x.shape[-1]
     g = jnp.asarray(gaussian_window())
     # Variances as E[x^2] - E[x]^2 cancel badly in float32; subtracting each image's

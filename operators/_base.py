@@ -55,9 +55,7 @@ def check_image_shape(input_shape: Any, name: str = "input_shape") -> Tuple[int,
     return tuple(shape)
 
 
-def check_array(
-    x: Any, expected_shape: Tuple[int, ...], expected_dtype: Any, what: str
-) -> Any:
+def check_array(x: Any, expected_shape: Tuple[int, ...], expected_dtype: Any, what: str) -> Any:
     """Check shape and dtype of an operator argument, casting real floats to `expected_dtype`.
 
     Works on concrete arrays and on JAX tracers (only static properties are read).

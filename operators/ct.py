@@ -52,12 +52,20 @@ class CT(ImageOperator):
         from scico.linop.xray import XRayTransform2D  # heavy import (scipy.spatial): lazy
 
         input_shape = check_image_shape(input_shape)
-        if isinstance(n_angles, bool) or not isinstance(n_angles, (int, np.integer)) or n_angles < 1:
+        if (
+            isinstance(n_angles, bool)
+            or not isinstance(n_angles, (int, np.integer))
+            or n_angles < 1
+        ):
             raise ValueError(f"CT n_angles must be a positive int; got {n_angles!r}.")
         H, W, C = input_shape[-3:]
         if det_count is None:
             det_count = int(np.ceil(np.hypot(H, W)))
-        if isinstance(det_count, bool) or not isinstance(det_count, (int, np.integer)) or det_count < 1:
+        if (
+            isinstance(det_count, bool)
+            or not isinstance(det_count, (int, np.integer))
+            or det_count < 1
+        ):
             raise ValueError(f"CT det_count must be a positive int; got {det_count!r}.")
         self.n_angles = int(n_angles)
         self.det_count = int(det_count)

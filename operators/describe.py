@@ -38,9 +38,7 @@ def describe(A: ImageOperator) -> Dict[str, Any]:
         TypeError: If `A` is not an operator of this package.
     """
     if type(A).__name__ not in OPERATOR_CLASSES or not isinstance(A, ImageOperator):
-        raise TypeError(
-            f"describe() supports {sorted(OPERATOR_CLASSES)}; got {type(A).__name__}."
-        )
+        raise TypeError(f"describe() supports {sorted(OPERATOR_CLASSES)}; got {type(A).__name__}.")
     d: Dict[str, Any] = {"class": type(A).__name__, "input_shape": [int(s) for s in A.input_shape]}
     for k, v in A._parameters().items():
         d[k] = np.array(v) if isinstance(v, np.ndarray) else v
@@ -66,7 +64,9 @@ def from_description(d: Dict[str, Any]) -> ImageOperator:
             raise ValueError(f"Operator description lacks {key!r}; got keys {sorted(d)}.")
     name = d.pop("class")
     if name not in OPERATOR_CLASSES:
-        raise ValueError(f"Unknown operator class {name!r}; expected one of {sorted(OPERATOR_CLASSES)}.")
+        raise ValueError(
+            f"Unknown operator class {name!r}; expected one of {sorted(OPERATOR_CLASSES)}."
+        )
     d["input_shape"] = tuple(int(s) for s in np.asarray(d["input_shape"]).ravel())
     for k, v in list(d.items()):
         if isinstance(v, np.generic):

@@ -29,7 +29,9 @@ def check_mask(mask, image_hw: Tuple[int, int]) -> np.ndarray:
         ValueError: For a wrong shape, non-finite values or values outside ``[0, 1]``.
     """
     m = np.asarray(mask)
-    if not (m.dtype == bool or np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+    if not (
+        m.dtype == bool or np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)
+    ):
         raise TypeError(f"Inpaint mask must be a real or boolean array; got dtype {m.dtype}.")
     if m.shape != tuple(image_hw):
         raise ValueError(f"Inpaint mask: expected shape (H, W) = {tuple(image_hw)}, got {m.shape}.")

@@ -121,7 +121,9 @@ def _motion_kernel(key: jax.Array, size: int, intensity: jax.Array) -> jax.Array
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = jnp.maximum((hi - lo).max(), 1e-6)
     # Blur length: longer for larger intensity, randomly 60-100 % of the nominal length.
-    length = (size - 3) * (0.3 + 0.6 * intensity) * jax.random.uniform(k_len, (), minval=0.6, maxval=1.0)
+    length = (
+        (size - 3) * (0.3 + 0.6 * intensity) * jax.random.uniform(k_len, (), minval=0.6, maxval=1.0)
+    )
     pts = (pts - (lo + hi) / 2) * (length / extent) + (size - 1) / 2.0
 
     # Bilinear splat of equally weighted points (time spent at each position).

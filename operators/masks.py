@@ -21,7 +21,9 @@ __all__ = ["random_mask", "box_mask", "freeform_mask", "hole_fraction"]
 def _check_hw(shape) -> Tuple[int, int]:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or len(shape) != 2:
         raise ValueError(f"Mask shape must be (H, W); got {shape!r}.")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
+    if not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape
+    ):
         raise ValueError(f"Mask shape must be two positive ints (H, W); got {shape!r}.")
     return int(shape[0]), int(shape[1])
 
@@ -116,7 +118,9 @@ def _freeform_attempt(key, H: int, W: int, lo, hi):
     lengths = jax.random.uniform(k[4], (S, V), minval=0.05 * s, maxval=0.25 * s)
     widths = jnp.maximum(jax.random.uniform(k[5], (S,), minval=0.02 * s, maxval=0.1 * s), 1.0)
     steps = lengths[..., None] * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-    verts = start[:, None, :] + jnp.concatenate([jnp.zeros((S, 1, 2)), jnp.cumsum(steps, axis=1)], 1)
+    verts = start[:, None, :] + jnp.concatenate(
+        [jnp.zeros((S, 1, 2)), jnp.cumsum(steps, axis=1)], 1
+    )
     grid = jnp.stack(
         jnp.meshgrid(jnp.arange(H) + 0.5, jnp.arange(W) + 0.5, indexing="ij"), axis=-1
     )  # (H, W, 2) pixel centres
@@ -125,7 +129,12 @@ def _freeform_attempt(key, H: int, W: int, lo, hi):
         # Pixels within width/2 of any valid segment (capsule union = round brush).
         ab = b - a  # (V, 2)
         ap = grid[None] - a[:, None, None, :]  # (V, H, W, 2)
-        t = jnp.clip(jnp.sum(ap * ab[:, None, None, :], -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-9)[:, None, None], 0.0, 1.0)
+        t = jnp.clip(
+            jnp.sum(ap * ab[:, None, None, :], -1)
+            / jnp.maximum(jnp.sum(ab * ab, -1), 1e-9)[:, None, None],
+            0.0,
+            1.0,
+        )
         d2 = jnp.sum((ap - t[..., None] * ab[:, None, None, :]) ** 2, -1)
         return jnp.any((d2 <= (width / 2) ** 2) & valid[:, None, None], axis=0)
 
@@ -171,7 +180,9 @@ def freeform_mask(
     H, W = _check_hw(shape)
     lo, hi = (float(v) for v in hole_range)
     if not 0.0 <= lo <= hi <= 1.0:
-        raise ValueError(f"freeform_mask hole_range must satisfy 0 <= lo <= hi <= 1; got {hole_range}.")
+        raise ValueError(
+            f"freeform_mask hole_range must satisfy 0 <= lo <= hi <= 1; got {hole_range}."
+        )
     for attempt in range(int(max_attempts)):
         hole = np.asarray(_freeform_attempt(jax.random.fold_in(key, attempt), H, W, lo, hi))
         frac = hole.mean()

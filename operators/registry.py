@@ -75,7 +75,9 @@ REGISTRY: Dict[str, OperatorFactory] = {
         "motion deblurring, random 61x61 kernel of intensity 0.5, zero boundary",
     ),
     "inpaint_random": OperatorFactory(
-        lambda s, k: Inpaint(s, random_mask(k, _hw(s), 0.8)), 1, "inpainting, 80 % of pixels missing"
+        lambda s, k: Inpaint(s, random_mask(k, _hw(s), 0.8)),
+        1,
+        "inpainting, 80 % of pixels missing",
     ),
     "inpaint_box": OperatorFactory(
         lambda s, k: Inpaint(s, box_mask(k, _hw(s), (s[-3] // 2, s[-2] // 2), min(_hw(s)) // 16)),

@@ -77,7 +77,9 @@ def test_load_kernel_formats(tmp_path):
     scipy.io.savemat(tmp_path / "two.mat", {"psf": k, "other": 2 * k[:5, :5]})
     with pytest.raises(ValueError, match=r"exactly one 2-D array.*\['other', 'psf'\]"):
         op.load_kernel(tmp_path / "two.mat")
-    np.testing.assert_allclose(op.load_kernel(tmp_path / "two.mat", name="psf"), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        op.load_kernel(tmp_path / "two.mat", name="psf"), expected, rtol=1e-6
+    )
     with pytest.raises(KeyError, match="missing"):
         op.load_kernel(tmp_path / "two.mat", name="missing")
 
@@ -85,7 +87,9 @@ def test_load_kernel_formats(tmp_path):
         f.create_dataset("group/kernel", data=k)
         f.create_dataset("scalar", data=1.0)
     np.testing.assert_allclose(op.load_kernel(tmp_path / "k.h5"), expected, rtol=1e-6)
-    np.testing.assert_allclose(op.load_kernel(tmp_path / "k.h5", name="group/kernel"), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        op.load_kernel(tmp_path / "k.h5", name="group/kernel"), expected, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,7 +136,9 @@ def test_box_mask():
     masks = [op.box_mask(key, (64, 48), (20, 10), margin=4) for key in KEYS]
     for m in masks:
         rows, cols = np.nonzero(m == 0)
-        assert np.ptp(rows) + 1 == 20 and np.ptp(cols) + 1 == 10 and len(rows) == 200  # one solid box
+        assert (
+            np.ptp(rows) + 1 == 20 and np.ptp(cols) + 1 == 10 and len(rows) == 200
+        )  # one solid box
         assert rows.min() >= 4 and cols.min() >= 4 and rows.max() < 60 and cols.max() < 44
     assert len({m.tobytes() for m in masks}) > 1  # position is random
     np.testing.assert_array_equal(op.box_mask(KEYS[0], (64, 48), (20, 10), margin=4), masks[0])
@@ -157,7 +163,9 @@ def test_freeform_mask_holes_are_strokes_not_noise():
     hole = m == 0
     # Brush strokes are thick: most hole pixels have a hole neighbour on both sides of an
     # axis (isolated-pixel noise would not).
-    inner = hole[1:-1, 1:-1] & ((hole[:-2, 1:-1] & hole[2:, 1:-1]) | (hole[1:-1, :-2] & hole[1:-1, 2:]))
+    inner = hole[1:-1, 1:-1] & (
+        (hole[:-2, 1:-1] & hole[2:, 1:-1]) | (hole[1:-1, :-2] & hole[1:-1, 2:])
+    )
     assert inner.sum() > 0.5 * hole.sum()
 
 

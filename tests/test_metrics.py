@@ -14,7 +14,9 @@ from diffprior.metrics import psnr, ssim
 def _pattern(H=24, W=19, C=3):
     """Deterministic smooth test image and a perturbed copy (no RNG: fixed reference)."""
     i, j, c = np.meshgrid(np.arange(H), np.arange(W), np.arange(C), indexing="ij")
-    x = (0.5 + 0.4 * np.sin(0.37 * i + 0.11 * j * (c + 1)) * np.cos(0.23 * j - 0.5 * c)).astype(np.float32)
+    x = (0.5 + 0.4 * np.sin(0.37 * i + 0.11 * j * (c + 1)) * np.cos(0.23 * j - 0.5 * c)).astype(
+        np.float32
+    )
     y = np.clip(x + 0.1 * np.sin(1.7 * i * j + c), 0, 1).astype(np.float32)
     return x, y
 
@@ -22,7 +24,9 @@ def _pattern(H=24, W=19, C=3):
 def test_psnr_values():
     x = np.zeros((8, 8, 3), np.float32)
     assert float(psnr(x, x + 0.1)) == pytest.approx(20.0, abs=1e-4)  # mse 0.01
-    assert float(psnr(x, x + 0.1, data_range=2.0)) == pytest.approx(20.0 + 20 * np.log10(2), abs=1e-4)
+    assert float(psnr(x, x + 0.1, data_range=2.0)) == pytest.approx(
+        20.0 + 20 * np.log10(2), abs=1e-4
+    )
     assert np.isinf(float(psnr(x, x)))
     xp, yp = _pattern()
     mse = np.mean((xp.astype(np.float64) - yp) ** 2)

@@ -79,7 +79,9 @@ def test_registry_operator(name, size):
     assert zN.shape == AN.input_shape and zN.dtype == AN.input_dtype
     assert _adjoint_error(AN, xN, vN) < 1e-5
     np.testing.assert_allclose(yN, jnp.stack([A1(xN[i]) for i in range(N)]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(zN, jnp.stack([A1.adj(vN[i]) for i in range(N)]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        zN, jnp.stack([A1.adj(vN[i]) for i in range(N)]), rtol=1e-5, atol=1e-5
+    )
     # Changing one sample leaves the other's measurement unchanged.
     yN2, _ = fwd_adj(xN.at[0].set(0.0), vN)
     np.testing.assert_array_equal(np.asarray(yN2[1]), np.asarray(yN[1]))
@@ -175,7 +177,9 @@ def test_ct_matches_scico_xray_per_channel_and_conserves_mass():
     ref = XRayTransform2D((12, 10), A.angles, det_count=A.det_count)
     np.testing.assert_allclose(y[1, :, :, 0], ref(x[1, :, :, 0]), rtol=1e-5, atol=1e-6)
     # Each pixel's unit mass is split between detector bins: every view sums to the image sum.
-    np.testing.assert_allclose(y.sum(axis=2), jnp.broadcast_to(x.sum(axis=(1, 2))[:, None, :], (2, 8, 2)), rtol=1e-4)
+    np.testing.assert_allclose(
+        y.sum(axis=2), jnp.broadcast_to(x.sum(axis=(1, 2))[:, None, :], (2, 8, 2)), rtol=1e-4
+    )
 
 
 def test_noise_and_simulate():
@@ -183,12 +187,16 @@ def test_noise_and_simulate():
     y = jnp.zeros((200, 200, 1))
     n1 = op.add_noise(key, y, 0.05)
     np.testing.assert_array_equal(np.asarray(n1), np.asarray(op.add_noise(key, y, 0.05)))
-    assert not np.array_equal(np.asarray(n1), np.asarray(op.add_noise(jax.random.PRNGKey(1), y, 0.05)))
+    assert not np.array_equal(
+        np.asarray(n1), np.asarray(op.add_noise(jax.random.PRNGKey(1), y, 0.05))
+    )
     assert abs(float(jnp.std(n1)) - 0.05) < 0.002
     np.testing.assert_array_equal(np.asarray(op.add_noise(key, y + 0.5, 0.0)), 0.5)
     A = op.Downsample((8, 8, 1), 2)
     x = _rand(A.input_shape)
-    np.testing.assert_array_equal(np.asarray(op.simulate(A, x, 0.1, key)), np.asarray(op.add_noise(key, A(x), 0.1)))
+    np.testing.assert_array_equal(
+        np.asarray(op.simulate(A, x, 0.1, key)), np.asarray(op.add_noise(key, A(x), 0.1))
+    )
 
 
 # ------------------------------------------------------------------ bad input
@@ -239,10 +247,22 @@ def test_bad_operator_parameters():
     with pytest.raises(ValueError, match="sigma must be finite and >= 0; got -0.1"):
         op.add_noise(jax.random.PRNGKey(0), jnp.zeros(3), -0.1)
     with pytest.raises(ValueError, match="sigma"):
-        op.simulate(op.Downsample((4, 4, 1), 2), jnp.zeros((4, 4, 1)), float("nan"), jax.random.PRNGKey(0))
+        op.simulate(
+            op.Downsample((4, 4, 1), 2), jnp.zeros((4, 4, 1)), float("nan"), jax.random.PRNGKey(0)
+        )
     with pytest.raises(ValueError, match="Unknown operator class 'Radon'"):
         op.from_description({"class": "Radon", "input_shape": [4, 4, 1]})
     with pytest.raises(TypeError):
-        op.from_description({"class": "Downsample", "input_shape": [4, 4, 1], "factor": 2, "bogus": 1})
+        op.from_description(
+            {"class": "Downsample", "input_shape": [4, 4, 1], "factor": 2, "bogus": 1}
+        )
     with pytest.raises(KeyError, match="Unknown operator 'sr_x3'"):
         op.make_operator("sr_x3", (8, 8, 1), jax.random.PRNGKey(0))
+
+
+def test_adjoint_first_used_inside_jit():
+    """scico derives adjoints lazily; a first A.adj call inside jit must not leak tracers."""
+    A = op.Downsample((6, 4, 1), 2, "bicubic")
+    y = _rand(A.output_shape)
+    z_jit = jax.jit(lambda v: A.adj(v))(y)
+    np.testing.assert_allclose(A.adj(y), z_jit, rtol=1e-6)
