@@ -1,0 +1,244 @@
+"""Train the text-conditioned latent UNet and its CLIP-style text encoder (stage 2).
+
+Objective (Ho et al. 2020, Eq. 14; Rombach et al. 2022, Eq. 2), on latents of the frozen
+stage-1 autoencoder scaled to unit variance:
+
+.. math::
+    \\mathcal{L} = \\mathbb{E}_{z_0, c, \\epsilon, t}\\,
+        \\|\\epsilon - \\epsilon_\\theta(\\sqrt{\\bar\\alpha_t} z_0 + \\sqrt{1-\\bar\\alpha_t}\\epsilon,
+        t, \\tau_\\phi(c))\\|_2^2,
+
+with SD's ``scaled_linear`` schedule (``beta`` 0.00085 to 0.012, ``T = 1000``), the text
+encoder :math:`\\tau_\\phi` trained jointly from scratch, 10 % of captions replaced by ``""``
+(so the null prompt is the unconditional model, as in SD), and an exponential moving average
+of the weights that is what gets exported.
+
+Captions are drawn from a few templates per class (:data:`TEMPLATES`), so that prompts such
+as ``"a photo"`` or ``"a high quality photo"`` (P2L's initial prompt) are in distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..data import batches
+from ..models.clip import CLIPTextModel
+from ..models.config import CLIPTextConfig, UNetConfig, VAEConfig
+from ..models.unet import UNet2DConditionModel
+from ..models.vae import AutoencoderKL
+from ..prior import load_tokenizer
+from ..schedule import Schedule, add_noise
+from . import checkpoint
+from .common import CSVLog, StopFlag, Timer, load_train_val
+from .tokenizer import save_tokenizer
+
+TEMPLATES = ("a photo of a {}", "a high quality photo of a {}", "a picture of a {}", "{}")
+EXTRA_WORDS = ("a", "an", "photo", "of", "high", "quality", "picture", "image", "the")
+MAX_TOKENS = 16
+CAPTION_DROP = 0.1
+
+
+def bundled_unet_config(cross_attention_dim: int) -> UNetConfig:
+    """The bundled prior's UNet on 8x8x4 latents."""
+    return UNetConfig(
+        in_channels=4, out_channels=4, block_out_channels=(64, 128, 128),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=(1, 1, 1), transformer_layers_per_block=(1, 1, 1), num_attention_heads=(4, 4, 4),
+        only_cross_attention=(False, False, False), cross_attention_dim=cross_attention_dim,
+        norm_num_groups=32, sample_size=8,
+    )
+
+
+def bundled_text_config(vocab_size: int, eos_token_id: int) -> CLIPTextConfig:
+    """The bundled prior's text encoder (CLIP architecture, 2 layers, width 128)."""
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=MAX_TOKENS, hidden_act="quick_gelu",
+                          eos_token_id=eos_token_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class LDMTrainConfig:
+    """Optimisation settings of stage 2."""
+
+    steps: int = 40000
+    batch_size: int = 128
+    lr: float = 3e-4
+    warmup: int = 500
+    ema_decay: float = 0.999
+    seed: int = 0
+    ckpt_every: int = 250
+    log_every: int = 50
+    encode_batch: int = 256
+
+
+def encode_dataset(vae_params, vae_cfg: VAEConfig, images_u8: np.ndarray, batch: int, progress=True):
+    """Posterior ``(mean, std)`` (unscaled) of every image and of its mirror image, float32."""
+    from tqdm.auto import tqdm
+
+    model = AutoencoderKL(vae_cfg)
+    enc = jax.jit(lambda p, x: model.apply({"params": p}, x, method=AutoencoderKL.encode))
+    means, stds = [], []
+    for flip in (False, True):
+        for i in tqdm(range(0, len(images_u8), batch), desc=f"encode{' (flipped)' if flip else ''}",
+                      disable=not progress):
+            x = images_u8[i:i + batch]
+            x = x[:, :, ::-1] if flip else x
+            m, lv = enc(vae_params, jnp.asarray(x.astype(np.float32) / 127.5 - 1.0))
+            means.append(np.asarray(m))
+            stds.append(np.asarray(jnp.exp(0.5 * lv)))
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def caption_table(tokenizer, classes) -> np.ndarray:
+    """Token ids ``(len(TEMPLATES) + 1, n_classes, L)``; the last row is the null prompt."""
+    rows = []
+    for tpl in TEMPLATES:
+        ids = tokenizer([tpl.format(c) for c in classes], padding="max_length", max_length=MAX_TOKENS,
+                        truncation=True)["input_ids"]
+        rows.append(ids)
+    rows.append(tokenizer([""] * len(classes), padding="max_length", max_length=MAX_TOKENS)["input_ids"])
+    return np.asarray(rows, np.int32)
+
+
+def make_step(unet, text, tx, schedule: Schedule, ema_decay: float):
+    """Jitted step ``(state, z0, ids, key) -> (state, loss)`` with EMA update."""
+
+    def loss_fn(params, z0, ids, key):
+        kt, kn = jax.random.split(key)
+        t = jax.random.randint(kt, (z0.shape[0],), 0, schedule.num_train_timesteps)
+        noise = jax.random.normal(kn, z0.shape)
+        emb = text.apply({"params": params["text"]}, ids)
+        out = unet.apply({"params": params["unet"]}, add_noise(schedule, z0, noise, t), t, emb)
+        return jnp.mean((out - noise) ** 2)
+
+    @jax.jit
+    def step(state, z0, ids, key):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], z0, ids, key)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        n = state["step"].astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state["ema"], params)
+        return {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1,
+                "wall": state["wall"]}, loss
+
+    return step
+
+
+def load_vae(vae_dir: str | Path):
+    """Trained autoencoder ``(config, params)`` from a stage-1 run folder."""
+    from .vae import BUNDLED_VAE, VAETrainConfig, _optimizer
+
+    ckpt = Path(vae_dir) / "vae"
+    if not checkpoint.exists(ckpt):
+        raise FileNotFoundError(f"{vae_dir}: no autoencoder checkpoint (vae.msgpack/vae.json); "
+                                "run `diffprior train vae` first")
+    meta = json.loads(ckpt.with_suffix(".json").read_text())
+    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
+    model = AutoencoderKL(cfg)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    tx, _ = _optimizer(VAETrainConfig(**meta["config"]))
+    template = {"params": params, "opt_state": tx.init(params), "step": 0, "wall": 0.0}
+    state, meta = checkpoint.restore(ckpt, template)
+    return cfg, state["params"], meta
+
+
+def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrainConfig(),
+            progress: bool = True, max_steps: int | None = None) -> Path:
+    """Train (or resume) the UNet and text encoder on the frozen autoencoder's latents."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, _ = load_train_val(data, Path(vae_dir))
+    vae_cfg, vae_params, _ = load_vae(vae_dir)
+
+    lat_file = out / "latents.npz"
+    if lat_file.is_file():
+        z = np.load(lat_file)
+        means, stds, scale = z["means"], z["stds"], float(z["scale"])
+    else:
+        means, stds = encode_dataset(vae_params, vae_cfg, train.images, cfg.encode_batch, progress)
+        rng = np.random.default_rng(cfg.seed)
+        sub = rng.choice(len(means), size=min(10000, len(means)), replace=False)
+        sample = means[sub] + stds[sub] * rng.standard_normal(means[sub].shape)
+        scale = float(1.0 / np.std(sample))  # SD's recipe: unit-variance latents
+        np.savez(out / "latents.tmp.npz", means=means, stds=stds, scale=scale)
+        (out / "latents.tmp.npz").replace(lat_file)
+    labels = np.concatenate([train.labels, train.labels])
+
+    tok_dir = out / "tokenizer"
+    words = set(EXTRA_WORDS) | {w for c in train.classes for w in c.split()}
+    if not (tok_dir / "vocab.json").is_file():
+        save_tokenizer(tok_dir, sorted(words), MAX_TOKENS)
+    tokenizer = load_tokenizer(tok_dir)
+    table = caption_table(tokenizer, train.classes)
+    vocab = tokenizer.get_vocab()
+    text_cfg = bundled_text_config(len(vocab), vocab["<|endoftext|>"])
+    unet_cfg = bundled_unet_config(text_cfg.hidden_size)
+    unet, text = UNet2DConditionModel(unet_cfg), CLIPTextModel(text_cfg)
+    schedule = Schedule.create()
+
+    key = jax.random.PRNGKey(cfg.seed)
+    k1, k2 = jax.random.split(key)
+    params = {
+        "unet": unet.init(k1, jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,)), jnp.zeros((1, MAX_TOKENS, 128)))["params"],
+        "text": text.init(k2, jnp.zeros((1, MAX_TOKENS), jnp.int32))["params"],
+    }
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, cfg.lr)  # constant after warmup
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.0))
+    state = {"params": params, "opt_state": tx.init(params), "ema": params,
+             "step": jnp.zeros((), jnp.int32), "wall": 0.0}
+    ckpt = out / "ldm"
+    if checkpoint.exists(ckpt):
+        state, _ = checkpoint.restore(ckpt, state)
+    step0 = int(state["step"])
+    train_step = make_step(unet, text, tx, schedule, cfg.ema_decay)
+    log = CSVLog(out / "ldm_log.csv", ["step", "loss", "lr", "wall_s"])
+    timer = Timer(float(state["wall"]))
+    flag = StopFlag()
+    meta = {"config": dataclasses.asdict(cfg), "unet": dataclasses.asdict(unet_cfg),
+            "text": dataclasses.asdict(text_cfg), "vae": dataclasses.asdict(vae_cfg),
+            "scaling_factor": scale, "n_train": len(train), "templates": TEMPLATES,
+            "caption_drop": CAPTION_DROP}
+
+    def save(step):
+        state["wall"] = timer.total
+        checkpoint.save(ckpt, state, dict(meta, step=step, wall_s=timer.total))
+
+    bar = tqdm(total=cfg.steps, initial=step0, desc="ldm", disable=not progress, dynamic_ncols=True)
+    end = cfg.steps if max_steps is None else min(cfg.steps, step0 + max_steps)
+    losses = []
+    step = step0
+    for step, idx, _ in batches(len(means), cfg.batch_size, cfg.seed, start_step=step0, flip=False):
+        if step >= end or flag.stop:
+            break
+        rng = np.random.default_rng([cfg.seed, step, 2])
+        z0 = (means[idx] + stds[idx] * rng.standard_normal(means[idx].shape).astype(np.float32)) * scale
+        tpl = rng.integers(0, len(TEMPLATES), len(idx))
+        tpl = np.where(rng.random(len(idx)) < CAPTION_DROP, len(TEMPLATES), tpl)
+        ids = table[tpl, labels[idx]]
+        state, loss = train_step(state, jnp.asarray(z0, jnp.float32), jnp.asarray(ids),
+                                 jax.random.fold_in(key, step))
+        losses.append(loss)
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == end:
+            mean_loss = float(np.mean(jax.device_get(losses)))
+            losses = []
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            log.write(step=done, loss=mean_loss, lr=float(sched(step)), wall_s=round(timer.total, 1))
+        if done % cfg.ckpt_every == 0:
+            save(done)
+    save(step)  # the loop always leaves by ``break``: ``step`` steps are complete
+    bar.close()
+    flag.restore()
+    return ckpt
