@@ -1,0 +1,287 @@
+"""Pieces every latent-diffusion solver shares: the prior protocol, the forward model, the
+measurement loss, a batched conjugate-gradient solver and the typed enumerations.
+
+Units: images are in ``[0, 1]`` at every public boundary and inside the solvers. The P2L
+paper (and the code its step sizes come from) measures the residual
+:math:`\\|y - \\mathcal{A}(\\mathcal{D}(z))\\|` on ``[-1, 1]`` images, which for a linear
+operator is exactly twice the ``[0, 1]`` residual; the guidance losses multiply by
+:data:`RESIDUAL_SCALE` so that the paper's step sizes :math:`\\rho` keep their meaning. The
+residuals *reported* (in :class:`~diffprior.solvers.core.StepStats` and ``history()``) are
+plain ``[0, 1]``-unit norms.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+#: Ratio between the paper's ``[-1, 1]`` residual and our ``[0, 1]`` residual (see module doc).
+RESIDUAL_SCALE = 2.0
+
+
+# ----------------------------------------------------------------------------- enumerations
+class Loss(str, enum.Enum):
+    """How the measurement residual :math:`r = y - \\mathcal{A}(\\mathcal{D}(\\hat z_0))` enters a loss.
+
+    ``NORM`` is :math:`\\|r\\|_2`, the DPS convention ("a static step size with the gradient of
+    the norm", P2L App. B.1); ``SQUARED`` is :math:`\\|r\\|_2^2` as the equations are written.
+    """
+
+    NORM = "norm"
+    SQUARED = "squared"
+
+
+class Status(enum.IntEnum):
+    """Per-sample solver status (carried inside ``jit`` as an ``int32`` array)."""
+
+    OK = 0
+    NONFINITE = 1  #: a NaN or infinity appeared in the latent or the text embedding
+    DIVERGED = 2  #: the latent left the ball ``|z| <= divergence_threshold``
+
+
+class Task(str, enum.Enum):
+    """The inverse problems of the P2L paper (keys of the hyperparameter presets)."""
+
+    SR = "sr"
+    DEBLUR_GAUSS = "deblur_gauss"
+    DEBLUR_MOTION = "deblur_motion"
+    INPAINT = "inpaint"
+
+
+class Dataset(str, enum.Enum):
+    """Column groups of the paper's Table 6 (FFHQ faces, ImageNet general domain)."""
+
+    FFHQ = "ffhq"
+    IMAGENET = "imagenet"
+
+
+# ----------------------------------------------------------------------------- the prior
+@runtime_checkable
+class LatentPrior(Protocol):
+    """What a solver needs from a prior (duck-typed; :class:`~diffprior.prior.LatentDiffusionPrior`
+    is the real one, a linear-Gaussian stand-in serves the analytic tests).
+
+    The object must also be a JAX pytree (e.g. a ``flax.struct.dataclass``) so it can be
+    passed through ``jax.jit``. Images are ``[0, 1]``, latents are scaled.
+    """
+
+    schedule: Any
+
+    def encode(self, x): ...
+
+    def decode(self, z): ...
+
+    def eps_and_x0(self, z, t, emb): ...
+
+    def embed(self, prompts): ...
+
+
+_PRIOR_METHODS = ("encode", "decode", "eps_and_x0", "embed")
+
+
+def check_prior(prior) -> None:
+    """Raise ``TypeError`` unless ``prior`` implements :class:`LatentPrior` and is a pytree."""
+    missing = [m for m in _PRIOR_METHODS if not callable(getattr(prior, m, None))]
+    if not hasattr(prior, "schedule"):
+        missing.append("schedule")
+    if missing:
+        raise TypeError(
+            f"prior must be a LatentDiffusionPrior or implement the LatentPrior protocol "
+            f"(encode, decode, eps_and_x0, embed, schedule); got {type(prior).__name__}"
+            + (f" lacking {', '.join(missing)}" if not isinstance(prior, (str, bytes, np.ndarray, jax.Array)) else ""))
+    leaves = jax.tree_util.tree_leaves(prior)
+    if len(leaves) == 1 and leaves[0] is prior:
+        raise TypeError(f"prior of type {type(prior).__name__} is not a JAX pytree: register it "
+                        "(e.g. with flax.struct.dataclass) so its arrays can pass through jax.jit")
+
+
+# ----------------------------------------------------------------------------- the forward model
+def _is_linear(A) -> bool:
+    from scico.linop import LinearOperator
+
+    return isinstance(A, LinearOperator)
+
+
+class Forward:
+    """A forward model applied to a batch ``(N, H, W, C)`` of images.
+
+    Wraps a ``scico`` operator defined on one image (``input_shape == (H, W, C)``, applied
+    with ``jax.vmap``), a ``scico`` operator on the whole batch (``input_shape == (N, H, W,
+    C)``), or a plain differentiable callable on the batch. ``adj`` exists for
+    :class:`scico.linop.LinearOperator` only and is the operator's exact adjoint.
+
+    Equality and hashing follow the identity of the wrapped operator, so a ``Forward`` can be
+    a static argument of ``jax.jit``.
+    """
+
+    def __init__(self, A, image_shape: tuple, batched: bool):
+        self.A = A
+        self.image_shape = tuple(image_shape)
+        self.batched = bool(batched)
+        self.linear = _is_linear(A)
+
+    def __eq__(self, other):
+        return (isinstance(other, Forward) and other.A is self.A and other.image_shape == self.image_shape
+                and other.batched == self.batched)
+
+    def __hash__(self):
+        return hash((id(self.A), self.image_shape, self.batched))
+
+    def __repr__(self):
+        return f"Forward({type(self.A).__name__}, image_shape={self.image_shape}, batched={self.batched})"
+
+    def __call__(self, x):
+        return self.A(x) if self.batched else jax.vmap(self.A)(x)
+
+    def adj(self, y):
+        if not self.linear:
+            raise TypeError(f"{type(self.A).__name__} is not a scico.linop.LinearOperator: no adjoint")
+        y = y.astype(self.A.output_dtype)
+        return self.A.adj(y) if self.batched else jax.vmap(self.A.adj)(y)
+
+    def gram(self, x):
+        """:math:`A^T A x`."""
+        return self.adj(self(x))
+
+
+def make_forward(A, y, image_shape: Sequence[int] | None = None):
+    """Validate a measurement against its operator; return ``(Forward, y (N, ...), N)``.
+
+    Rules: an operator with ``input_shape`` of rank 3 is per image, and ``y`` is its
+    ``output_shape`` (one sample) or ``(N, *output_shape)``; an operator with ``input_shape``
+    of rank 4 acts on the whole batch and ``y.shape == output_shape``; a plain callable acts
+    on the batch ``(N, *image_shape)`` and needs ``image_shape``.
+
+    Raises:
+        TypeError: ``A`` is not callable or ``y`` is not an array.
+        ValueError: a shape does not fit, or ``y`` holds NaN or infinity.
+    """
+    if not callable(A):
+        raise TypeError(f"A must be a scico Operator/LinearOperator or a callable, got {type(A).__name__}")
+    try:
+        y = jnp.asarray(y)
+    except TypeError as e:
+        raise TypeError(f"y must be an array, got {type(y).__name__}") from e
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise TypeError(f"y must be a floating-point array, got dtype {y.dtype}")
+    y = y.astype(jnp.float32)
+    in_shape = getattr(A, "input_shape", None)
+    out_shape = getattr(A, "output_shape", None)
+    if in_shape is not None and out_shape is not None:
+        in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+        if len(in_shape) == 4:
+            if y.shape != out_shape:
+                raise ValueError(f"y has shape {y.shape}, but A acts on the batch {in_shape} and its "
+                                 f"output_shape is {out_shape}")
+            image_shape_, batched = in_shape[1:], True
+        elif len(in_shape) == 3:
+            if y.shape == out_shape:
+                y = y[None]
+            elif y.shape[1:] != out_shape:
+                raise ValueError(f"y has shape {y.shape}; A.output_shape is {out_shape}: expected "
+                                 f"{out_shape} or (N, {', '.join(map(str, out_shape))})")
+            image_shape_, batched = in_shape, False
+        else:
+            raise ValueError(f"A.input_shape must be (H, W, C) or (N, H, W, C), got {in_shape}")
+        if image_shape is not None and tuple(image_shape) != image_shape_:
+            raise ValueError(f"image_shape={tuple(image_shape)} disagrees with A.input_shape={in_shape}")
+        image_shape = image_shape_
+    else:
+        if image_shape is None:
+            raise ValueError("A has no input_shape: pass image_shape=(H, W, C)")
+        image_shape, batched = tuple(image_shape), True
+        if y.ndim == 0:
+            raise ValueError("y must have a leading batch axis (N, ...)")
+        try:
+            out = jax.eval_shape(A, jax.ShapeDtypeStruct((y.shape[0], *image_shape), jnp.float32))
+        except Exception as e:  # noqa: BLE001 -- report any failure of the user's callable clearly
+            raise ValueError(f"A could not be applied to images of shape {(y.shape[0], *image_shape)}: {e}") from e
+        if tuple(out.shape) != y.shape:
+            raise ValueError(f"y has shape {y.shape}, but A maps {(y.shape[0], *image_shape)} images to {out.shape}")
+    if len(image_shape) != 3:
+        raise ValueError(f"images must be (H, W, C), got image_shape={image_shape}")
+    bad = np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(y.reshape(y.shape[0], -1)), axis=1)))
+    if bad.size:
+        raise ValueError(f"y contains NaN or infinity in sample(s) {bad.tolist()}")
+    fwd = Forward(A, image_shape, batched)
+    if fwd.linear:
+        # Build scico's lazily created adjoint on the host, not inside a jit trace.
+        A.adj(jnp.zeros(A.output_shape, A.output_dtype))
+    return fwd, y, int(y.shape[0])
+
+
+# ----------------------------------------------------------------------------- losses
+def batch_dot(a, b):
+    """Per-sample inner products :math:`\\langle a_n, b_n\\rangle` over all axes but the first."""
+    return jnp.sum((a * b).reshape(a.shape[0], -1), axis=1)
+
+
+def safe_norm(a):
+    """Per-sample Euclidean norm with a zero (not NaN) gradient at zero."""
+    s = batch_dot(a, a)
+    pos = s > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
+
+
+def residual(fwd: Forward, y, x):
+    """Per-sample measurement residual :math:`\\|y - \\mathcal{A}(x)\\|_2` in ``[0, 1]`` units, ``(N,)``."""
+    return safe_norm(y - fwd(x))
+
+
+def penalty(norm, loss: Loss):
+    """A per-sample norm as it enters a loss (:class:`Loss`)."""
+    return norm if loss is Loss.NORM else norm ** 2
+
+
+# ----------------------------------------------------------------------------- linear algebra
+def batched_cg(matvec: Callable, b, x0, iters: int):
+    """Conjugate gradient for a batch of independent SPD systems :math:`M x_n = b_n`.
+
+    Each sample has its own inner products and step lengths; exactly ``iters`` iterations
+    run (a fixed trip count inside ``jit``); a converged sample stays put.
+    """
+
+    def div(num, den):
+        ok = den > 0
+        return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+    def bc(a, x):
+        return a.reshape(a.shape + (1,) * (x.ndim - 1))
+
+    r = b - matvec(x0)
+    rs = batch_dot(r, r)
+
+    def body(_, carry):
+        x, r, p, rs = carry
+        mp = matvec(p)
+        alpha = div(rs, batch_dot(p, mp))
+        x = x + bc(alpha, x) * p
+        r = r - bc(alpha, r) * mp
+        rs_new = batch_dot(r, r)
+        p = r + bc(div(rs_new, rs), p) * p
+        return x, r, p, rs_new
+
+    x, *_ = lax.fori_loop(0, iters, body, (x0, r, r, rs))
+    return x
+
+
+def per_sample(value, n: int, name: str):
+    """Broadcast a scalar or length-``n`` hyperparameter to a float32 ``(n,)`` array."""
+    a = np.asarray(value, np.float32)
+    if a.ndim == 0:
+        a = np.full((n,), a, np.float32)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have one value per sample ({n}), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return jnp.asarray(a)
+
+
+def bcast(a, x):
+    """Reshape a per-sample ``(N,)`` array to broadcast against ``x`` ``(N, ...)``."""
+    return a.reshape(a.shape + (1,) * (x.ndim - 1))
