@@ -22,7 +22,8 @@ _LAZY = {
     "TVADMM": "diffprior.solvers",
     "PnPADMM": "diffprior.solvers",
 }
-_SUBMODULES = {"models", "prior", "schedule", "solvers", "io", "metrics", "data", "train", "cli", "perceptual"}
+_SUBMODULES = {"models", "prior", "schedule", "sampling", "solvers", "io", "metrics", "data", "train", "cli",
+               "perceptual"}
 
 
 def bundled_path() -> Path:

@@ -27,6 +27,14 @@ def _tupled(value, n: int, name: str):
     return (value,) * n
 
 
+def _depths(value, n: int, name: str):
+    """Per-block transformer depths: an int per block, or (asymmetric UNets) a tuple per layer."""
+    value = _tupled(value, n, name)
+    if value is None:
+        return None
+    return tuple(tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else int(v) for v in value)
+
+
 def _check_unsupported(d: Mapping[str, Any], defaults: Mapping[str, Any], what: str):
     problems = []
     for key, allowed in defaults.items():
@@ -50,7 +58,10 @@ class UNetConfig:
     up_block_types: tuple = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
     mid_block_type: str | None = "UNetMidBlock2DCrossAttn"
     layers_per_block: tuple = (2, 2, 2, 2)
+    # per block: an int, or (asymmetric UNets, diffusers >= 0.25) a tuple with one depth per layer;
+    # the up blocks use ``reverse_transformer_layers_per_block`` when given, else the reversed list
     transformer_layers_per_block: tuple = (1, 1, 1, 1)
+    reverse_transformer_layers_per_block: tuple | None = None
     num_attention_heads: tuple = (8, 8, 8, 8)
     only_cross_attention: tuple = (False, False, False, False)
     cross_attention_dim: int = 768
@@ -60,7 +71,8 @@ class UNetConfig:
     freq_shift: float = 0.0
     downsample_padding: int = 1
     mid_block_scale_factor: float = 1.0
-    resnet_out_scale_factor: float = 1.0
+    resnet_out_scale_factor: float = 1.0  # read for completeness; diffusers' blocks that we
+    # implement ignore it (it reaches only the Simple*/Resnet*Block2D types)
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     center_input_sample: bool = False
@@ -73,7 +85,7 @@ class UNetConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "UNetConfig":
         """Build from a diffusers ``unet/config.json`` dictionary."""
         _check_unsupported(d, {
-            "act_fn": "silu", "class_embed_type": None, "addition_embed_type": None,
+            "act_fn": ("silu", "swish"), "class_embed_type": None, "addition_embed_type": None,
             "num_class_embeds": None, "dual_cross_attention": False, "encoder_hid_dim": None,
             "encoder_hid_dim_type": None, "resnet_time_scale_shift": "default",
             "time_embedding_type": "positional", "time_cond_proj_dim": None,
@@ -81,7 +93,6 @@ class UNetConfig:
             "attention_type": "default", "cross_attention_norm": None,
             "resnet_skip_time_act": False, "class_embeddings_concat": False,
             "mid_block_only_cross_attention": (None, False),
-            "reverse_transformer_layers_per_block": None,
         }, "UNet")
         down = tuple(d.get("down_block_types", cls.down_block_types))
         up = tuple(d.get("up_block_types", cls.up_block_types))
@@ -110,8 +121,10 @@ class UNetConfig:
             up_block_types=up,
             mid_block_type=mid,
             layers_per_block=_tupled(d.get("layers_per_block", 2), n, "layers_per_block"),
-            transformer_layers_per_block=_tupled(d.get("transformer_layers_per_block", 1), n,
+            transformer_layers_per_block=_depths(d.get("transformer_layers_per_block", 1), n,
                                                  "transformer_layers_per_block"),
+            reverse_transformer_layers_per_block=_depths(d.get("reverse_transformer_layers_per_block"), n,
+                                                         "reverse_transformer_layers_per_block"),
             num_attention_heads=_tupled(heads, n, "attention_head_dim"),
             only_cross_attention=_tupled(bool(oca) if not isinstance(oca, (list, tuple)) else oca, n,
                                          "only_cross_attention"),
@@ -156,7 +169,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VAEConfig":
         """Build from a diffusers ``vae/config.json`` dictionary."""
-        _check_unsupported(d, {"act_fn": "silu", "shift_factor": (None, 0.0, 0),
+        _check_unsupported(d, {"act_fn": ("silu", "swish"), "shift_factor": (None, 0.0, 0),
                                "latents_mean": None, "latents_std": None}, "VAE")
         n = len(d.get("block_out_channels", cls.block_out_channels))
         down = d.get("down_block_types", ("DownEncoderBlock2D",) * n)
@@ -223,7 +236,11 @@ def to_diffusers_dict(cfg) -> dict:
             "down_block_types": list(cfg.down_block_types), "up_block_types": list(cfg.up_block_types),
             "mid_block_type": cfg.mid_block_type,
             "layers_per_block": list(cfg.layers_per_block),
-            "transformer_layers_per_block": list(cfg.transformer_layers_per_block),
+            "transformer_layers_per_block": [list(v) if isinstance(v, tuple) else v
+                                             for v in cfg.transformer_layers_per_block],
+            "reverse_transformer_layers_per_block": (
+                None if cfg.reverse_transformer_layers_per_block is None else
+                [list(v) if isinstance(v, tuple) else v for v in cfg.reverse_transformer_layers_per_block]),
             "attention_head_dim": list(cfg.num_attention_heads),
             "only_cross_attention": list(cfg.only_cross_attention),
             "cross_attention_dim": cfg.cross_attention_dim,
@@ -234,6 +251,9 @@ def to_diffusers_dict(cfg) -> dict:
             "mid_block_scale_factor": cfg.mid_block_scale_factor,
             "norm_num_groups": cfg.norm_num_groups, "norm_eps": cfg.norm_eps,
             "center_input_sample": cfg.center_input_sample,
+            "resnet_out_scale_factor": cfg.resnet_out_scale_factor,
+            "time_embedding_dim": cfg.time_embedding_dim,
+            "conv_in_kernel": cfg.conv_in_kernel, "conv_out_kernel": cfg.conv_out_kernel,
             "act_fn": "silu", "sample_size": cfg.sample_size,
         }
     if isinstance(cfg, VAEConfig):

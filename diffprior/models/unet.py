@@ -17,6 +17,11 @@ from .layers import (
 )
 
 
+def _depth(spec, j: int) -> int:
+    """Transformer depth of layer ``j``: ``spec`` is one int per block or a tuple per layer."""
+    return spec[j] if isinstance(spec, tuple) else spec
+
+
 class TimestepEmbedding(nn.Module):
     """Two-layer MLP on the sinusoidal features (``linear_1``, SiLU, ``linear_2``)."""
 
@@ -46,11 +51,12 @@ class DownBlock(nn.Module):
         res_cls = optional_remat(ResnetBlock2D, self.remat)
         skips = []
         for j in range(c.layers_per_block[i]):
-            x = res_cls(self.out_channels, c.norm_num_groups, c.norm_eps, c.resnet_out_scale_factor,
-                        name=f"resnets_{j}")(x, temb)
+            # diffusers passes ``resnet_out_scale_factor`` only to the Simple/Resnet* block
+            # types, never to (CrossAttn)DownBlock2D / (CrossAttn)UpBlock2D: their scale is 1.
+            x = res_cls(self.out_channels, c.norm_num_groups, c.norm_eps, 1.0, name=f"resnets_{j}")(x, temb)
             if self.cross:
                 x = Transformer2DModel(
-                    heads, self.out_channels // heads, c.transformer_layers_per_block[i],
+                    heads, self.out_channels // heads, _depth(c.transformer_layers_per_block[i], j),
                     c.norm_num_groups, c.use_linear_projection, c.only_cross_attention[i],
                     c.upcast_attention, self.remat, name=f"attentions_{j}",
                 )(x, context)
@@ -77,15 +83,18 @@ class UpBlock(nn.Module):
         n = len(c.block_out_channels)
         i = n - 1 - self.index  # the matching down-block index
         heads = c.num_attention_heads[i]
+        depths = (c.transformer_layers_per_block[i] if c.reverse_transformer_layers_per_block is None
+                  else c.reverse_transformer_layers_per_block[self.index])
         res_cls = optional_remat(ResnetBlock2D, self.remat)
         skips = list(skips)
         for j in range(c.layers_per_block[i] + 1):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
-            x = res_cls(self.out_channels, c.norm_num_groups, c.norm_eps, c.resnet_out_scale_factor,
-                        name=f"resnets_{j}")(x, temb)
+            # diffusers passes ``resnet_out_scale_factor`` only to the Simple/Resnet* block
+            # types, never to (CrossAttn)DownBlock2D / (CrossAttn)UpBlock2D: their scale is 1.
+            x = res_cls(self.out_channels, c.norm_num_groups, c.norm_eps, 1.0, name=f"resnets_{j}")(x, temb)
             if self.cross:
                 x = Transformer2DModel(
-                    heads, self.out_channels // heads, c.transformer_layers_per_block[i],
+                    heads, self.out_channels // heads, _depth(depths, j),
                     c.norm_num_groups, c.use_linear_projection, c.only_cross_attention[i],
                     c.upcast_attention, self.remat, name=f"attentions_{j}",
                 )(x, context)
@@ -107,9 +116,9 @@ class MidBlockCrossAttn(nn.Module):
         heads = c.num_attention_heads[-1]
         res_cls = optional_remat(ResnetBlock2D, self.remat)
         x = res_cls(ch, c.norm_num_groups, c.norm_eps, c.mid_block_scale_factor, name="resnets_0")(x, temb)
-        x = Transformer2DModel(heads, ch // heads, c.transformer_layers_per_block[-1], c.norm_num_groups,
-                               c.use_linear_projection, False, c.upcast_attention, self.remat,
-                               name="attentions_0")(x, context)
+        x = Transformer2DModel(heads, ch // heads, _depth(c.transformer_layers_per_block[-1], 0),
+                               c.norm_num_groups, c.use_linear_projection, False, c.upcast_attention,
+                               self.remat, name="attentions_0")(x, context)
         return res_cls(ch, c.norm_num_groups, c.norm_eps, c.mid_block_scale_factor, name="resnets_1")(x, temb)
 
 
