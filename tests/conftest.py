@@ -1,0 +1,115 @@
+"""Shared pytest fixtures.
+
+Fixtures are grouped by owner and self-contained; add new ones below, with a clear name.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+# ------------------------------------------------------------------ tiny random-weight prior
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP/GPT-2's reversible byte -> printable unicode character table (256 entries)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_tiny_clip_tokenizer(folder) -> int:
+    """Write a byte-level CLIP BPE vocabulary (no merges) into ``folder``; return its size.
+
+    The vocabulary holds the 256 byte characters, their ``</w>`` forms and the two special
+    tokens, so every string tokenizes (character by character) with ids below 514.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(_bytes_to_unicode().values())
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return len(vocab)
+
+
+TINY_IMAGE = 16  # tiny_prior images are (N, 16, 16, 3); latents (N, 8, 8, 4)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory):
+    """A random-weight :class:`LatentDiffusionPrior` small enough for CPU unit tests.
+
+    UNet (8, 16) channels with one layer per block and cross-attention dim 16, VAE (8, 16)
+    (downsampling factor 2, 4 latent channels), CLIP text hidden 16 with 1 layer and 8
+    positions, and a byte-level tokenizer. Images ``TINY_IMAGE`` x ``TINY_IMAGE`` x 3.
+    """
+    import jax
+
+    from diffprior.models.config import CLIPTextConfig, UNetConfig, VAEConfig
+    from diffprior.prior import LatentDiffusionPrior, load_tokenizer
+
+    tok_dir = tmp_path_factory.mktemp("tiny_tokenizer")
+    vocab_size = write_tiny_clip_tokenizer(tok_dir)
+    unet = UNetConfig(
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=(1, 1), transformer_layers_per_block=(1, 1), num_attention_heads=(2, 2),
+        only_cross_attention=(False, False), cross_attention_dim=16, norm_num_groups=4,
+        sample_size=TINY_IMAGE // 2)
+    vae = VAEConfig(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                    sample_size=TINY_IMAGE)
+    text = CLIPTextConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=8, eos_token_id=vocab_size - 1)
+    return _fast_random_prior(unet, vae, text, load_tokenizer(tok_dir), seed=0)
+
+
+def _fast_random_prior(unet_config, vae_config, text_config, tokenizer, seed: int):
+    """Like ``LatentDiffusionPrior.random`` but without compiling Flax's initialisers.
+
+    XLA takes ~30 s on two cores to compile the UNet's and VAE's ``init``; here the
+    parameter shapes come from ``jax.eval_shape`` and the values from NumPy: LeCun-normal
+    kernels, unit norm scales, zero biases, N(0, 0.02^2) token/position embeddings.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from diffprior.models.clip import CLIPTextModel
+    from diffprior.models.unet import UNet2DConditionModel
+    from diffprior.models.vae import AutoencoderKL
+    from diffprior.prior import LatentDiffusionPrior
+    from diffprior.schedule import Schedule
+
+    rng = np.random.default_rng(seed)
+    key = jax.random.PRNGKey(0)
+
+    def init(module, *inputs):
+        shapes = jax.eval_shape(lambda: module.init(key, *inputs))["params"]
+
+        def leaf(path, s):
+            name = path[-1].key
+            if name == "scale":
+                return jnp.ones(s.shape, jnp.float32)
+            if name == "bias":
+                return jnp.zeros(s.shape, jnp.float32)
+            std = 0.02 if name == "embedding" else 1.0 / np.sqrt(np.prod(s.shape[:-1]))
+            return jnp.asarray(rng.normal(0.0, std, s.shape), jnp.float32)
+
+        return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+    unet, vae, text = (UNet2DConditionModel(unet_config), AutoencoderKL(vae_config),
+                       CLIPTextModel(text_config))
+    s, f = unet_config.sample_size, vae_config.downsample_factor
+    up = init(unet, jnp.zeros((1, s, s, unet_config.in_channels)), jnp.zeros((1,)),
+              jnp.zeros((1, text_config.max_position_embeddings, unet_config.cross_attention_dim)))
+    vp = init(vae, jnp.zeros((1, s * f, s * f, vae_config.in_channels)))
+    tp = init(text, jnp.zeros((1, text_config.max_position_embeddings), jnp.int32))
+    return LatentDiffusionPrior(up, vp, tp, Schedule.create(), unet, vae, text, tokenizer)
