@@ -1,17 +1,30 @@
 """The ``diffprior`` command line.
 
-Each sub-command lives in its own function; expected failures (missing file, bad option)
-print one line to stderr and exit with status 2, never a traceback.
+Sub-commands: ``simulate``, ``solve`` and ``report`` (the HDF5 workflow, one module each in
+:mod:`diffprior.commands`) and ``train`` (the bundled prior). Every failure prints one line
+to stderr and exits non-zero, never a traceback: usage errors and expected failures (missing
+file, unknown option value, a file of a newer schema, an incomplete prior folder) exit with
+status 2, unexpected errors with 1, Ctrl-C with 130. ``diffprior --debug COMMAND ...`` (or the
+environment variable ``DIFFPRIOR_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from .commands import CLIError
 
-class CLIError(Exception):
-    """An expected, user-facing failure: printed as one line."""
+#: At most this many characters of an error message are printed (it is kept to one line).
+MAX_MESSAGE = 1000
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line: ``prog: error: message``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _add_train(sub):
@@ -23,7 +36,7 @@ def _add_train(sub):
     v.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: config)")
     v.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
     v.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     v.set_defaults(func=_train_vae)
     u = tsub.add_parser("ldm", help="stage 2: UNet + text encoder on the autoencoder's latents")
     u.add_argument("--data", required=True, help="dataset: image folder, .tar(.gz) or .h5")
@@ -32,7 +45,7 @@ def _add_train(sub):
     u.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: config)")
     u.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
     u.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     u.set_defaults(func=_train_ldm)
     e = tsub.add_parser("export", help="write the trained prior as a diffusers-layout folder")
     e.add_argument("--vae", required=True, help="run folder of the trained autoencoder")
@@ -69,9 +82,24 @@ def _train_export(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffprior", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``diffprior`` argument parser with all sub-commands."""
+    from .commands import report, simulate, solve
+
+    parser = _Parser(prog="diffprior", description="Latent-diffusion priors for imaging inverse problems: "
+                     "simulate problems, solve them, report the results, train the bundled prior.",
+                     epilog="workflow:\n  diffprior simulate images/ --task sr4 --out problems.h5\n"
+                     "  diffprior solve problems.h5 --solver p2l --out results.h5\n"
+                     "  diffprior report results.h5 --figure comparison.png\n\n"
+                     "'diffprior COMMAND --help' documents each command's options.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print the library version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    simulate.add_parser(sub)
+    solve.add_parser(sub)
+    report.add_parser(sub)
     _add_train(sub)
     return parser
 
@@ -82,17 +110,57 @@ def _version() -> str:
     return f"diffprior {__version__}"
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The (sub-)parser of the command that `args` selected."""
+    for name in ("command", "stage"):
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        value = getattr(args, name, None)
+        if sub is None or value not in sub.choices:
+            break
+        parser = sub.choices[value]
+    return parser
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """Collapse a (possibly multi-line) message to one line of at most `limit` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 40].rstrip() + " ... (--debug for the full message)"
+
+
+#: Errors that a user can meet and fix (exit status 2). ValueError covers the file, dataset,
+#: shape and configuration errors of the library; OSError covers missing and unreadable files
+#: (and ``PriorLoadError``, a ``FileNotFoundError``).
+EXPECTED_ERRORS = (CLIError, FileNotFoundError, OSError, ValueError, TypeError)
+
+
 def main(argv=None) -> int:
+    """Run the command line; return the exit status (the console script exits with it)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # report them against the sub-command they were given to
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    debug = args.debug or os.environ.get("DIFFPRIOR_DEBUG", "") not in ("", "0")
+    prog = f"diffprior {args.command}"
     try:
         args.func(args)
-    except (CLIError, FileNotFoundError, ValueError, TypeError, OSError) as e:
-        print(f"diffprior {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"diffprior {args.command}: interrupted", file=sys.stderr)
+        hint = " (finished samples are saved: rerun the same command to resume)" if args.command == "solve" else ""
+        print(f"{prog}: interrupted{hint}", file=sys.stderr)
         return 130
+    except EXPECTED_ERRORS as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except Exception as e:  # noqa: BLE001 -- never a traceback without --debug
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,132 @@
+"""The whole loop on a tiny prior: ``simulate`` -> ``solve`` -> ``report``, and a hard kill
+in the middle of ``solve`` followed by a rerun that loses and redoes nothing.
+
+``solve`` runs in subprocesses (``python -m diffprior.cli``) that share a JAX persistent
+compilation cache, so the tiny prior's solver compiles once for the module (2 steps, 16x16).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffprior
+from diffprior.cli import main
+from diffprior.commands.solve import KILL_AFTER_ENV
+from diffprior.io import read_problem, read_result
+
+V1 = Path(__file__).parent / "fixtures" / "sd_tiny" / "v1"
+N = 3
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workflow")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(images / f"im{i}.png")
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(root / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    env.pop(KILL_AFTER_ENV, None)
+    assert main(["simulate", str(images), "--task", "sr4", "--out", str(root / "problems.h5")]) == 0
+    return root, env
+
+
+def solve(root, env, out, *extra, kill_after=None):
+    cmd = [sys.executable, "-m", "diffprior.cli", "solve", str(root / "problems.h5"), "--solver", "ldps",
+           "--prior", str(V1), "--steps", "2", "--batch", "2", "--out", str(root / out), *extra]
+    if kill_after:
+        env = dict(env, **{KILL_AFTER_ENV: str(kill_after)})
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def full(work):
+    root, env = work
+    proc = solve(root, env, "full.h5")
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_solve_writes_every_sample_with_provenance(work, full):
+    root, _ = work
+    assert f"solving {N} of {N} samples with LDPS (preset sr), 2 steps, batch 2, seed 0" in full.stderr
+    assert f"({N}/{N} done); mean PSNR" in full.stdout
+    res, prob = read_result(root / "full.h5"), read_problem(root / "problems.h5")
+    assert res.done.all() and res.reconstruction.shape == (N, 16, 16, 3)
+    assert np.all((res.reconstruction >= 0) & (res.reconstruction <= 1))
+    assert res.solver == "LDPS" and res.seed == 0 and res.library_version == diffprior.__version__
+    assert res.problem == str((root / "problems.h5").resolve())
+    hp = res.hyperparameters
+    assert hp["num_steps"] == 2 and hp["preset"] == "sr" and hp["config"]["type"] == "LDPSConfig"
+    assert hp["prior"]["name"] == "v1" and len(hp["prior"]["fingerprint"]) == 16
+    assert np.all(np.isfinite(res.wall_time)) and np.all(res.wall_time > 0)
+    for n in range(N):
+        h = res.history[n]
+        assert h["t"].shape == h["residual"].shape == h["status"].shape == (2,)
+        assert h["t"][0] > h["t"][1] and np.all(h["status"] == 0)
+    from diffprior.metrics import psnr
+
+    np.testing.assert_allclose(res.metrics["psnr"], np.asarray(psnr(res.reconstruction, prob.ground_truth)),
+                               rtol=1e-5)
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(work, full, capsys):
+    root, _ = work
+    before = (root / "full.h5").read_bytes()
+    args = ["solve", str(root / "problems.h5"), "--solver", "ldps", "--prior", str(V1), "--steps", "2",
+            "--out", str(root / "full.h5")]
+    assert main(args + ["--batch", "3"]) == 0  # the batch size is not a setting of the results
+    assert f"nothing to do: all {N} samples" in capsys.readouterr().out
+    assert main(args[:-4] + ["--steps", "3", "--out", str(root / "full.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "num_steps 2 (this run: 3)" in err
+    assert (root / "full.h5").read_bytes() == before
+
+
+def test_kill_and_resume_lose_and_redo_nothing(work, full):
+    root, env = work
+    killed = solve(root, env, "resumed.h5", kill_after=1)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    first = read_result(root / "resumed.h5")
+    assert first.done_indices.tolist() == [0]  # sample 1 was solved in the same batch but not appended
+
+    resumed = solve(root, env, "resumed.h5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"solving {N - 1} of {N} samples" in resumed.stderr and "(1 already done)" in resumed.stderr
+    res = read_result(root / "resumed.h5")
+    assert res.done.all()
+    # nothing redone: sample 0 is byte-for-byte the one written before the kill
+    assert res.wall_time[0] == first.wall_time[0]
+    np.testing.assert_array_equal(res.reconstruction[0], first.reconstruction[0])
+    np.testing.assert_array_equal(res.history[0]["residual"], first.history[0]["residual"])
+    # and the resumed run equals the uninterrupted one: sample n's key does not depend on its batch
+    np.testing.assert_allclose(res.reconstruction, read_result(root / "full.h5").reconstruction, atol=1e-5)
+
+
+def test_report_prints_the_table_and_draws_the_figure(work, full, capsys):
+    root, _ = work
+    fig, csv = root / "comparison.png", root / "metrics.csv"
+    assert main(["report", str(root / "full.h5"), "--figure", str(fig), "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "full.h5: LDPS, 3/3 done, seed 0" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if "PSNR [dB]" in line)
+    assert "SSIM" in header and "time [s]" in header
+    assert sum(line.rstrip().endswith("done") for line in lines) == N
+    assert any(line.strip().startswith("mean (3)") for line in lines)
+    assert ("LPIPS" in header) or ("LPIPS not computed" in out)
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = np.asarray(Image.open(fig))
+    assert image.ndim == 3 and min(image.shape[:2]) > 300  # 3 rows of 3 panels
+    rows = csv.read_text().splitlines()
+    assert rows[0].startswith("index,sample,done") and len(rows) == N + 1
