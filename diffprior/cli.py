@@ -83,7 +83,7 @@ def _train_export(args):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``diffprior`` argument parser with all sub-commands."""
-    from .commands import report, simulate, solve
+    from .commands import demo, report, simulate, solve
 
     parser = _Parser(prog="diffprior", description="Latent-diffusion priors for imaging inverse problems: "
                      "simulate problems, solve them, report the results, train the bundled prior.",
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(sub)
     simulate.add_parser(sub)
     solve.add_parser(sub)
     report.add_parser(sub)

@@ -71,7 +71,7 @@ def _check_folder(path: Path) -> list[str]:
         if not (d / "config.json").is_file():
             problems.append(f"missing {comp}/config.json")
         if not _weight_files(d):
-            extra = " (only PyTorch .bin/.ckpt found: convert with `diffprior convert`)" if (
+            extra = " (only PyTorch .bin/.ckpt found: re-save it as safetensors, see the docs page on loading Stable Diffusion)" if (
                 list(d.glob("*.bin")) or list(d.glob("*.ckpt"))) else ""
             problems.append(f"missing {comp}/*.safetensors{extra}")
     tok = path / "tokenizer"

@@ -17,10 +17,12 @@ from .ldir import LDIR, LDIRConfig
 from .ldps import LDPS, LDPSConfig
 from .p2l import P2L, P2LConfig
 from .prompt import PromptTuning
+from .pnp_admm import PnPADMM
 from .psld import PSLD, PSLDConfig
+from .tv_admm import TVADMM
 
 __all__ = [
-    "P2L", "LDPS", "GMLDPS", "PSLD", "LDIR", "Solver", "SolverFailure",
+    "P2L", "LDPS", "GMLDPS", "PSLD", "LDIR", "TVADMM", "PnPADMM", "Solver", "SolverFailure",
     "P2LConfig", "LDPSConfig", "GMLDPSConfig", "PSLDConfig", "LDIRConfig", "SamplerConfig",
     "PromptTuning", "GradientDescent", "AdamHistory", "ProximalProjection", "GluingProjection",
     "FixedPointRegularizer", "GluingRegularizer", "State", "StepStats", "Task", "Dataset", "Loss", "Status",

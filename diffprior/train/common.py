@@ -74,3 +74,25 @@ class Timer:
     @property
     def total(self) -> float:
         return self.already + time.time() - self.start
+
+
+class RunLock:
+    """Exclusive lock on a run folder, so two trainers never write the same checkpoints."""
+
+    def __init__(self, folder: str | Path):
+        import fcntl
+
+        self.path = Path(folder) / ".lock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.close()
+            raise RuntimeError(f"{folder} is in use by another training process") from None
+
+    def release(self):
+        import fcntl
+
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()

@@ -75,7 +75,9 @@ def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> P
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_component(tmp / "unet", to_diffusers_dict(ucfg), state["ema"]["unet"], "diffusion_pytorch_model.safetensors")
+    # the UNet is stored in float16 to keep the bundled prior small; it loads as float32
+    write_component(tmp / "unet", to_diffusers_dict(ucfg), state["ema"]["unet"], "diffusion_pytorch_model.safetensors",
+                    dtype=np.float16)
     write_component(tmp / "vae", to_diffusers_dict(vae_cfg), vae_params, "diffusion_pytorch_model.safetensors")
     write_component(tmp / "text_encoder", to_diffusers_dict(tcfg), state["ema"]["text"], "model.safetensors")
     shutil.copytree(Path(ldm_dir) / "tokenizer", tmp / "tokenizer")

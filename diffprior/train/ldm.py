@@ -36,7 +36,7 @@ from ..models.vae import AutoencoderKL
 from ..prior import load_tokenizer
 from ..schedule import Schedule, add_noise
 from . import checkpoint
-from .common import CSVLog, StopFlag, Timer, load_train_val
+from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val
 from .tokenizer import save_tokenizer
 
 TEMPLATES = ("a photo of a {}", "a high quality photo of a {}", "a picture of a {}", "{}")
@@ -152,12 +152,26 @@ def load_vae(vae_dir: str | Path):
 
 
 def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrainConfig(),
-            progress: bool = True, max_steps: int | None = None) -> Path:
-    """Train (or resume) the UNet and text encoder on the frozen autoencoder's latents."""
+            progress: bool = True, max_steps: int | None = None, unet_config: UNetConfig | None = None,
+            text_overrides: dict | None = None) -> Path:
+    """Train (or resume) the UNet and text encoder on the frozen autoencoder's latents.
+
+    Args:
+        data: dataset path (CIFAR-10 validation files are held out).
+        vae_dir: stage-1 run folder.
+        out_dir: run folder (``ldm.msgpack``/``ldm.json``, ``ldm_log.csv``, ``latents.npz``,
+            ``tokenizer/``).
+        cfg: optimisation settings.
+        progress: show a progress bar.
+        max_steps: stop after this many steps in this call (checkpointing first).
+        unet_config: UNet architecture (default :func:`bundled_unet_config`); its
+            ``cross_attention_dim`` is set to the text encoder's width.
+        text_overrides: fields replacing those of :func:`bundled_text_config`.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out)
     train, _ = load_train_val(data, Path(vae_dir))
     vae_cfg, vae_params, _ = load_vae(vae_dir)
 
@@ -182,15 +196,18 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
     tokenizer = load_tokenizer(tok_dir)
     table = caption_table(tokenizer, train.classes)
     vocab = tokenizer.get_vocab()
-    text_cfg = bundled_text_config(len(vocab), vocab["<|endoftext|>"])
-    unet_cfg = bundled_unet_config(text_cfg.hidden_size)
+    text_cfg = dataclasses.replace(bundled_text_config(len(vocab), vocab["<|endoftext|>"]), **(text_overrides or {}))
+    unet_cfg = dataclasses.replace(unet_config or bundled_unet_config(text_cfg.hidden_size),
+                                   cross_attention_dim=text_cfg.hidden_size)
+    lat_hw = means.shape[1:3]
     unet, text = UNet2DConditionModel(unet_cfg), CLIPTextModel(text_cfg)
     schedule = Schedule.create()
 
     key = jax.random.PRNGKey(cfg.seed)
     k1, k2 = jax.random.split(key)
     params = {
-        "unet": unet.init(k1, jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,)), jnp.zeros((1, MAX_TOKENS, 128)))["params"],
+        "unet": unet.init(k1, jnp.zeros((1, *lat_hw, unet_cfg.in_channels)), jnp.zeros((1,)),
+                          jnp.zeros((1, MAX_TOKENS, text_cfg.hidden_size)))["params"],
         "text": text.init(k2, jnp.zeros((1, MAX_TOKENS), jnp.int32))["params"],
     }
     sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, cfg.lr)  # constant after warmup
@@ -241,4 +258,5 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
     save(step)  # the loop always leaves by ``break``: ``step`` steps are complete
     bar.close()
     flag.restore()
+    lock.release()
     return ckpt

@@ -28,7 +28,7 @@ from ..data import apply_flips, batches
 from ..models.config import VAEConfig
 from ..models.vae import AutoencoderKL
 from . import checkpoint
-from .common import CSVLog, StopFlag, Timer, load_train_val
+from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val
 
 # The bundled prior's autoencoder: 32x32x3 -> 8x8x4 (downsampling factor 4).
 BUNDLED_VAE = VAEConfig(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4,
@@ -117,7 +117,7 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out)
     train, val = load_train_val(data, out)
     model = AutoencoderKL(model_cfg)
     tx, sched = _optimizer(cfg)
@@ -164,4 +164,5 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
     save(step)  # the loop always leaves by ``break``: ``step`` steps are complete
     bar.close()
     flag.restore()
+    lock.release()
     return ckpt

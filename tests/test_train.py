@@ -1,0 +1,179 @@
+"""Training pipeline: data readers, exact resume, export to a loadable diffusers folder."""
+
+import io
+import tarfile
+
+import h5py
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffprior import data as D
+from diffprior.models.config import UNetConfig, VAEConfig
+from diffprior.train import checkpoint
+from diffprior.train.ldm import LDMTrainConfig, run_ldm
+from diffprior.train.tokenizer import build_vocab, save_tokenizer
+from diffprior.train.vae import VAETrainConfig, run_vae
+
+CLASSES = ("cat", "dog")
+TINY_VAE = VAEConfig(block_out_channels=(8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                     scaling_factor=1.0, sample_size=8)
+TINY_UNET = UNetConfig(block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=(1, 1),
+                       transformer_layers_per_block=(1, 1), num_attention_heads=(2, 2),
+                       only_cross_attention=(False, False), norm_num_groups=4, sample_size=4)
+TINY_TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    files = {}
+    for c in CLASSES:
+        for stem in ("0001", "0002", "0003", "0004", "0005", "4900"):
+            files[f"{c}/{stem}.png"] = (rng.random((8, 8, 3)) * 255).astype(np.uint8)
+    return files
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    for name, img in _images().items():
+        (root / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / name)
+    return root
+
+
+def test_readers_agree_and_split(folder, tmp_path):
+    a = D.read_dataset(folder)
+    tar = tmp_path / "x.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(folder, arcname="train")
+    b = D.read_dataset(tar)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.names == b.names and a.classes == CLASSES
+    np.testing.assert_array_equal(a.images[a.names.index("dog/0003.png")], _images()["dog/0003.png"])
+    h5 = tmp_path / "x.h5"
+    with h5py.File(h5, "w") as f:
+        f["images"], f["labels"], f["classes"] = a.images, a.labels, np.array(CLASSES, dtype="S")
+    c = D.read_dataset(h5)
+    np.testing.assert_array_equal(c.images, a.images)
+    assert c.classes == CLASSES
+    train, val = D.split(a)
+    assert len(train) == 10 and len(val) == 2 and all(n.endswith("4900.png") for n in val.names)
+    assert a.captions()[0] == "a photo of a cat"
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(D.DatasetError, match="no such file"):
+        D.read_dataset(tmp_path / "missing.tar.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(D.DatasetError, match="no images"):
+        D.read_dataset(tmp_path / "empty")
+    bad = tmp_path / "bad" / "cat"
+    bad.mkdir(parents=True)
+    (bad / "x.png").write_bytes(b"not an image")
+    with pytest.raises(D.DatasetError, match="cannot decode"):
+        D.read_dataset(tmp_path / "bad")
+
+
+def test_batches_are_positionable():
+    full = [(s, i.copy(), f.copy()) for (s, i, f), _ in zip(D.batches(10, 3, seed=1), range(7))]
+    resumed = [(s, i, f) for (s, i, f), _ in zip(D.batches(10, 3, seed=1, start_step=4), range(3))]
+    for (s1, i1, f1), (s2, i2, f2) in zip(full[4:], resumed):
+        assert s1 == s2
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(f1, f2)
+    epoch0 = np.concatenate([full[k][1] for k in range(3)])
+    assert len(set(epoch0.tolist())) == 9  # no repeats within an epoch
+    assert not np.array_equal(full[0][1], full[3][1])  # a new permutation each epoch
+
+
+def test_tokenizer_words_are_single_tokens(tmp_path):
+    from diffprior.prior import load_tokenizer
+
+    words = ["a", "photo", "of", "horse", "ship", "photograph", "hose"]
+    vocab, merges = build_vocab(words)
+    save_tokenizer(tmp_path, words, 8)
+    tok = load_tokenizer(tmp_path)
+    for w in words:
+        ids = tok([w], padding="max_length", max_length=8)["input_ids"][0]
+        assert ids[0] == vocab["<|startoftext|>"] and ids[1] == vocab[w + "</w>"] and ids[2] == vocab["<|endoftext|>"]
+    # an unknown word still encodes, into byte symbols
+    ids = tok(["zebra"], padding="max_length", max_length=8)["input_ids"][0]
+    assert len([i for i in ids if i != vocab["<|endoftext|>"]]) > 2
+
+
+def _vae_params(path):
+    import json
+
+    from diffprior.train.ldm import load_vae
+
+    return load_vae(path)[1], json.loads((path / "vae.json").read_text())["step"]
+
+
+def test_vae_resume_is_exact(folder, tmp_path):
+    cfg = VAETrainConfig(steps=4, batch_size=4, warmup=1, ckpt_every=100, eval_every=2, log_every=1, n_eval=2)
+    run_vae(str(folder), tmp_path / "a", cfg, TINY_VAE, progress=False)
+    run_vae(str(folder), tmp_path / "b", cfg, TINY_VAE, progress=False, max_steps=2)
+    pb, step_b = _vae_params(tmp_path / "b")
+    assert step_b == 2
+    run_vae(str(folder), tmp_path / "b", cfg, TINY_VAE, progress=False)
+    pa, step_a = _vae_params(tmp_path / "a")
+    pb, step_b = _vae_params(tmp_path / "b")
+    assert step_a == step_b == 4
+    jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
+    log = (tmp_path / "b" / "vae_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
+
+
+def test_ldm_resume_export_and_load(folder, tmp_path):
+    from diffprior.prior import LatentDiffusionPrior
+    from diffprior.train.export import export_prior, load_ldm_state
+
+    vcfg = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2)
+    run_vae(str(folder), tmp_path / "vae", vcfg, TINY_VAE, progress=False)
+    cfg = LDMTrainConfig(steps=4, batch_size=4, warmup=1, ckpt_every=100, log_every=1, encode_batch=8)
+    kw = dict(progress=False, unet_config=TINY_UNET, text_overrides=TINY_TEXT)
+    run_ldm(str(folder), tmp_path / "vae", tmp_path / "a", cfg, **kw)
+    run_ldm(str(folder), tmp_path / "vae", tmp_path / "b", cfg, max_steps=3, **kw)
+    run_ldm(str(folder), tmp_path / "vae", tmp_path / "b", cfg, **kw)
+    _, _, sa, ma = load_ldm_state(tmp_path / "a")
+    _, _, sb, mb = load_ldm_state(tmp_path / "b")
+    assert ma["step"] == mb["step"] == 4
+    jax.tree_util.tree_map(np.testing.assert_array_equal, sa["ema"], sb["ema"])
+    lat = np.load(tmp_path / "a" / "latents.npz")
+    assert lat["means"].shape == (20, 4, 4, 4)  # 10 training images and their mirror images
+
+    out = export_prior(tmp_path / "vae", tmp_path / "a", tmp_path / "prior")
+    for part in ("unet/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                 "tokenizer/vocab.json", "scheduler/scheduler_config.json", "model_index.json"):
+        assert (out / part).is_file(), part
+    prior = LatentDiffusionPrior.from_pretrained(out)
+    assert prior.scaling_factor == pytest.approx(round(float(lat["scale"]), 5))
+    emb = prior.embed(["a photo of a cat", ""])
+    assert emb.shape == (2, 16, 16)
+    x = np.asarray(_images()["cat/0001.png"], np.float32)[None] / 255.0
+    z = prior.encode(x)
+    assert z.shape == (1, 4, 4, 4)
+    assert prior.x0(z, 500, emb[:1]).shape == z.shape
+    # the exported UNet is the EMA of the checkpoint
+    from flax.traverse_util import flatten_dict
+
+    from diffprior.models.convert import params_to_state_dict
+
+    ref = params_to_state_dict(sa["ema"]["unet"])
+    got = params_to_state_dict(prior.unet_params)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-3, atol=1e-4)
+    assert len(flatten_dict(prior.unet_params)) == len(ref)
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    state = {"a": np.arange(3.0), "b": {"c": np.ones((2, 2), np.float32)}, "step": 7}
+    checkpoint.save(tmp_path / "ck", state, {"step": 7})
+    assert checkpoint.exists(tmp_path / "ck")
+    back, meta = checkpoint.restore(tmp_path / "ck", {"a": np.zeros(3), "b": {"c": np.zeros((2, 2), np.float32)},
+                                                      "step": 0})
+    np.testing.assert_array_equal(back["a"], state["a"])
+    assert back["step"] == 7 and meta == {"step": 7}
