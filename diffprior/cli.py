@@ -37,6 +37,10 @@ def _add_train(sub):
     v.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
     v.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
     v.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    v.add_argument("--init", default=None, metavar="RUN",
+                   help="start from the weights of another stage-1 run folder (with --decoder-only)")
+    v.add_argument("--decoder-only", action="store_true",
+                   help="train only the decoder; the encoder, hence the latents, stay unchanged")
     v.set_defaults(func=_train_vae)
     u = tsub.add_parser("ldm", help="stage 2: UNet + text encoder on the autoencoder's latents")
     u.add_argument("--data", required=True, help="dataset: image folder, .tar(.gz) or .h5")
@@ -63,8 +67,9 @@ def _override(cfg, **kw):
 def _train_vae(args):
     from .train.vae import VAETrainConfig, run_vae
 
-    cfg = _override(VAETrainConfig(), steps=args.steps, batch_size=args.batch, seed=args.seed)
-    run_vae(args.data, args.out, cfg, max_steps=args.max_steps)
+    cfg = _override(VAETrainConfig(), steps=args.steps, batch_size=args.batch, seed=args.seed,
+                    decoder_only=args.decoder_only or None)
+    run_vae(args.data, args.out, cfg, max_steps=args.max_steps, init_from=args.init)
 
 
 def _train_ldm(args):

@@ -177,3 +177,21 @@ def test_checkpoint_roundtrip(tmp_path):
                                                       "step": 0})
     np.testing.assert_array_equal(back["a"], state["a"])
     assert back["step"] == 7 and meta == {"step": 7}
+
+
+def test_decoder_only_finetune_keeps_encoder(folder, tmp_path):
+    from diffprior.train.ldm import load_vae
+
+    cfg = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2)
+    run_vae(str(folder), tmp_path / "a", cfg, TINY_VAE, progress=False)
+    ft = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2,
+                        decoder_only=True, seed=1)
+    run_vae(str(folder), tmp_path / "ft", ft, progress=False, init_from=str(tmp_path / "a"))
+    cfg_a, pa, _ = load_vae(tmp_path / "a")
+    cfg_f, pf, _ = load_vae(tmp_path / "ft")
+    assert cfg_a == cfg_f
+    for part in ("encoder", "quant_conv"):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, pa[part], pf[part])
+    changed = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)),
+                                                               pa["decoder"], pf["decoder"]))
+    assert any(changed)

@@ -16,6 +16,7 @@ in ``out_dir`` with the same data order and random stream.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class VAETrainConfig:
     eval_every: int = 500
     log_every: int = 50
     n_eval: int = 256
+    decoder_only: bool = False  # fine-tune the decoder with the encoder frozen (latents unchanged)
 
 
 def _optimizer(cfg: VAETrainConfig):
@@ -59,8 +61,16 @@ def _optimizer(cfg: VAETrainConfig):
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)), sched
 
 
-def make_step(model: AutoencoderKL, tx, kl_weight: float):
-    """The jitted training step ``(params, opt_state, x, key) -> (params, opt_state, stats)``."""
+FROZEN_FOR_DECODER_ONLY = ("encoder", "quant_conv")
+
+
+def make_step(model: AutoencoderKL, tx, kl_weight: float, decoder_only: bool = False):
+    """The jitted training step ``(params, opt_state, x, key) -> (params, opt_state, stats)``.
+
+    With ``decoder_only`` the encoder's gradients are zero, so its parameters (and therefore
+    every latent a UNet was trained on) stay bit-for-bit unchanged while the decoder improves
+    (the "ft-MSE" recipe of SD's released decoders).
+    """
 
     def loss_fn(params, x, key):
         mean, logvar = model.apply({"params": params}, x, method=AutoencoderKL.encode)
@@ -75,6 +85,9 @@ def make_step(model: AutoencoderKL, tx, kl_weight: float):
     @jax.jit
     def step(params, opt_state, x, key):
         (loss, (mse, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, key)
+        if decoder_only:
+            grads = {k: jax.tree_util.tree_map(jnp.zeros_like, g) if k in FROZEN_FOR_DECODER_ONLY else g
+                     for k, g in grads.items()}
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss, "mse": mse, "kl": kl}
 
@@ -103,7 +116,8 @@ def evaluate_psnr(reconstruct, params, images_u8: np.ndarray, batch: int = 128) 
 
 
 def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
-            model_cfg: VAEConfig = BUNDLED_VAE, progress: bool = True, max_steps: int | None = None) -> Path:
+            model_cfg: VAEConfig = BUNDLED_VAE, progress: bool = True, max_steps: int | None = None,
+            init_from: str | None = None) -> Path:
     """Train (or resume training) the autoencoder; returns the checkpoint path.
 
     Args:
@@ -113,22 +127,32 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
         model_cfg: autoencoder architecture.
         progress: show a progress bar.
         max_steps: stop after this many steps in this call (checkpointing first).
+        init_from: another stage-1 run folder whose weights (and architecture) start this run
+            (used with ``cfg.decoder_only`` to fine-tune a trained decoder).
     """
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     lock = RunLock(out)
     train, val = load_train_val(data, out)
+    key = jax.random.PRNGKey(cfg.seed)
+    ckpt = out / "vae"
+    if checkpoint.exists(ckpt):  # resume: the architecture is the checkpoint's
+        meta0 = json.loads(ckpt.with_suffix(".json").read_text())
+        model_cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta0["model"].items()})
+    elif init_from is not None:
+        from .ldm import load_vae
+
+        model_cfg, params, _ = load_vae(init_from)
     model = AutoencoderKL(model_cfg)
     tx, sched = _optimizer(cfg)
-    key = jax.random.PRNGKey(cfg.seed)
-    params = model.init(key, jnp.zeros((1, 32, 32, 3)))["params"]
+    if init_from is None or checkpoint.exists(ckpt):
+        params = model.init(key, jnp.zeros((1, 32, 32, 3)))["params"]
     state = {"params": params, "opt_state": tx.init(params), "step": 0, "wall": 0.0}
-    ckpt = out / "vae"
     if checkpoint.exists(ckpt):
         state, _ = checkpoint.restore(ckpt, state)
     step0 = int(state["step"])
-    train_step = make_step(model, tx, cfg.kl_weight)
+    train_step = make_step(model, tx, cfg.kl_weight, cfg.decoder_only)
     reconstruct = make_reconstruct(model)
     log = CSVLog(out / "vae_log.csv", ["step", "loss", "mse", "kl", "lr", "val_psnr", "wall_s"])
     timer = Timer(float(state["wall"]))
