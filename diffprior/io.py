@@ -43,9 +43,9 @@ member                shape / type                content
 ``wall_time``         ``(N,)`` float64            seconds per sample; NaN where unknown
 ``metrics/<name>``    ``(N,)`` float64            per-sample metrics (``psnr``, ``ssim``,
                                                   ``lpips``, ...); NaN where not reported
-``history/<n>/<s>``   ``(T,)`` any numeric        iteration history of sample ``n``
+``history/<n>/<s>``   ``(T, ...)`` numeric        iteration history of sample ``n``
                                                   (zero-padded to 6 digits), one dataset
-                                                  per statistic ``s``
+                                                  per statistic ``s`` (first axis: step)
 ====================  ==========================  =========================================
 
 Atomicity
