@@ -143,7 +143,7 @@ def run_jax(size: int, batch: int, reps: int, timestep: int, dtype, remat_modes)
                 t0 = time.perf_counter()
                 jax.block_until_ready(compiled(p, z, c))
                 times.append(time.perf_counter() - t0)
-        out = {"median_s": statistics.median(times), "times_s": times, "first_call_s": first,
+        out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": first,
                "compile_s": compile_s, "peak_rss_mb": mem.peak / 2**20,
                "peak_rss_compile_mb": mem_compile.peak / 2**20, **_memory_analysis(compiled)}
         stats = dev.memory_stats() if dev.platform != "cpu" else None
@@ -187,27 +187,44 @@ def write_markdown(report: dict, path: Path):
         f"{report['batch']}, t = {report['timestep']}; median of {report['reps']} calls after warm-up "
         "(JAX: after compilation). A = 4x average pooling; loss = ||A(D(x0(z,t,c))) - y||^2.",
         "",
-        "Ratio = PyTorch time / JAX time (> 1: JAX faster). Peak memory is the process RSS on CPU "
-        "(includes the ~4.3 GB (JAX, with the unused text encoder) or ~3.8 GB (PyTorch) of weights), "
-        "device peak on GPU.",
+        "Ratio = PyTorch time / JAX time (> 1: JAX faster), from medians and from minima (the minimum "
+        "is the better estimate on a shared machine). Peak memory is the process RSS on CPU "
+        "(includes the ~4.3 GB (JAX, with the unused text encoder) or ~3.8 GB (PyTorch) of weights; "
+        "RSS rarely shrinks, so later rows include earlier ones), device peak on GPU. XLA temp is "
+        "XLA's planned scratch memory for the computation (weights excluded).",
         "",
     ]
+    if report["machine"]["jax_device"].lower() == "cpu":
+        lines += [
+            "On XLA:CPU, `remat` saves nothing (jax 0.8.1): XLA:CPU drops the optimization barriers "
+            "of `jax.checkpoint` and CSE merges the recomputation back into the forward pass "
+            "(a toy MLP compiles to the same number of dots with and without it); its savings are "
+            "expected on GPU, not measured here. XLA:CPU also materialises a reversed copy of every "
+            "3x3 kernel for the input gradient (~2.2 GB for SD's UNet + VAE), most of JAX's extra "
+            "memory here (on GPU, XLA maps that gradient to cuDNN's backward-data convolution).",
+            "",
+        ]
     for size, entry in report["sizes"].items():
         jr, tr = entry["jax"]["results"], (entry.get("torch") or {}).get("results", {})
-        lines += [f"## {size} x {size} (latent {int(size) // 8} x {int(size) // 8})", "",
-                  "| computation | JAX (s) | PyTorch (s) | ratio | JAX compile (s) | JAX peak (MB) "
-                  "| PyTorch peak (MB) | XLA temp (MB) |",
+        load = entry.get("load_average_at_end")
+        load_note = [f"1/5/15-min load average at the end: {', '.join(f'{v:.1f}' for v in load)} "
+                     f"on {report['machine']['cores']} cores.", ""] if load else []
+        lines += [f"## {size} x {size} (latent {int(size) // 8} x {int(size) // 8})", "", *load_note,
+                  "| computation | JAX median (min) s | PyTorch median (min) s | ratio median (min) "
+                  "| JAX compile (s) | JAX peak (MB) | PyTorch peak (MB) | XLA temp (MB) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for op in OPS:
             if op not in jr:
                 continue
             j, t = jr[op], tr.get(op)
             mem = "peak_device_mb" if "peak_device_mb" in j else "peak_rss_mb"
-            ratio = f"{t['median_s'] / j['median_s']:.2f}" if t else "-"
-            tt = f"{t['median_s']:.3f}" if t else "-"
+            jt = f"{j['median_s']:.2f} ({j.get('min_s', j['median_s']):.2f})"
+            ratio = (f"{t['median_s'] / j['median_s']:.2f} "
+                     f"({t.get('min_s', t['median_s']) / j.get('min_s', j['median_s']):.2f})") if t else "-"
+            tt = f"{t['median_s']:.2f} ({t.get('min_s', t['median_s']):.2f})" if t else "-"
             tm = f"{t.get('peak_device_mb', t['peak_rss_mb']):.0f}" if t else "-"
             xt = f"{j['xla_temp_mb']:.0f}" if "xla_temp_mb" in j else "-"
-            lines.append(f"| {LABELS[op]} | {j['median_s']:.3f} | {tt} | {ratio} | {j['compile_s']:.1f} "
+            lines.append(f"| {LABELS[op]} | {jt} | {tt} | {ratio} | {j['compile_s']:.1f} "
                          f"| {j[mem]:.0f} | {tm} | {xt} |")
         lines.append("")
     lines += ["Regenerate: `python benchmarks/sd_step.py` (see its docstring for options).", ""]
@@ -237,7 +254,8 @@ def main(argv=None):
               "batch": args.batch, "reps": args.reps, "timestep": args.timestep, "sizes": {},
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "jax": jax.__version__, "jax_device": jax.devices()[0].device_kind,
-                          "python": platform.python_version()}}
+                          "python": platform.python_version(),
+                          "load_average_at_start": list(os.getloadavg())}}
     for size in args.sizes:
         print(f"size {size}:", flush=True)
         entry = {}
@@ -251,6 +269,7 @@ def main(argv=None):
             entry["ratio_torch_over_jax"] = {
                 op: entry["torch"]["results"][op]["median_s"] / entry["jax"]["results"][op]["median_s"]
                 for op in entry["jax"]["results"] if op in entry["torch"]["results"]}
+        entry["load_average_at_end"] = list(os.getloadavg())  # other processes on the machine skew timings
         report["sizes"][str(size)] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2))  # after each size: a crash keeps what is done

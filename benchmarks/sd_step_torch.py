@@ -104,7 +104,7 @@ def main():
                 fn()
                 sync()
                 times.append(time.perf_counter() - t0)
-        out = {"median_s": statistics.median(times), "times_s": times, "first_call_s": warm,
+        out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": warm,
                "peak_rss_mb": mem.peak / 2**20}
         if dev.type == "cuda":
             out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -8,7 +8,14 @@ runs on the unconditional and the conditional embedding and the two predictions 
 
 then :func:`~diffprior.schedule.ddim_step` moves from :math:`t` to the next timestep. The
 whole reverse loop is one ``jax.jit``-compiled ``lax.scan``. With the same initial latents
-this reproduces diffusers' ``StableDiffusionPipeline`` with a ``DDIMScheduler``.
+this reproduces diffusers' ``StableDiffusionPipeline`` with a ``DDIMScheduler``
+(``tests/test_sampling.py`` checks it on a tiny model).
+
+Example::
+
+    prior = LatentDiffusionPrior.from_pretrained("/models/stable-diffusion-v1-4")
+    images = sample(prior, ["a photo of an astronaut riding a horse"], jax.random.PRNGKey(0),
+                    num_steps=50, guidance_scale=7.5)      # (1, 512, 512, 3) in [0, 1]
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ def sample(prior, prompt: str | Sequence[str], key, *, num_steps: int = 50, guid
             The same key gives the same images.
         num_steps: number of DDIM steps (diffusers' "leading" timestep spacing).
         guidance_scale: classifier-free guidance weight :math:`w`; ``1`` disables guidance
-            (one network call per step instead of two).
+            (one network call per step instead of two), ``0`` samples unconditionally.
         eta: DDIM stochasticity, 0 (deterministic) to 1 (DDPM-like).
         image_size: output ``H`` (= ``W``) or ``(H, W)`` in pixels; defaults to the UNet's
             ``sample_size`` times the VAE factor (512 for SD v1.x). Must give latents divisible

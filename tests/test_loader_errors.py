@@ -57,7 +57,7 @@ def test_missing_components_are_all_listed(folder):
     with pytest.raises(PriorLoadError) as e:
         LatentDiffusionPrior.from_pretrained(folder)
     msg = str(e.value)
-    for expected in ("missing folder vae/", "missing unet/*.safetensors", "diffprior convert",
+    for expected in ("missing folder vae/", "missing unet/*.safetensors", "only PyTorch .bin/.ckpt found",
                      "missing text_encoder/config.json", "missing tokenizer/merges.txt",
                      "missing scheduler/scheduler_config.json"):
         assert expected in msg, f"{expected!r} not in:\n{msg}"
