@@ -55,6 +55,8 @@ def _add_train(sub):
     e.add_argument("--vae", required=True, help="run folder of the trained autoencoder")
     e.add_argument("--ldm", required=True, help="run folder of the trained UNet + text encoder")
     e.add_argument("--out", required=True, help="destination folder")
+    e.add_argument("--quality", default=None, metavar="JSON",
+                   help="validation results of benchmarks/prior_quality.py to put in the model card")
     e.set_defaults(func=_train_export)
 
 
@@ -82,8 +84,18 @@ def _train_ldm(args):
 def _train_export(args):
     from .train.export import export_prior
 
+    from pathlib import Path
+
+    from .train.card import write_card
+
     path = export_prior(args.vae, args.ldm, args.out)
-    print(f"wrote {path}")
+    commands = {}
+    for run in (args.vae, args.ldm):
+        f = Path(run) / "commands.txt"
+        if f.is_file():
+            commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})
+    card = write_card(path, args.vae, args.ldm, quality_json=args.quality, commands=commands)
+    print(f"wrote {path} and {card}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,6 +149,12 @@ def test_ldm_resume_export_and_load(folder, tmp_path):
     for part in ("unet/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
                  "tokenizer/vocab.json", "scheduler/scheduler_config.json", "model_index.json"):
         assert (out / part).is_file(), part
+    from diffprior.train.card import write_card
+
+    card = write_card(out, tmp_path / "vae", tmp_path / "a", quality_json=tmp_path / "none.json",
+                      commands={"x": "diffprior train ldm ..."}).read_text()
+    assert "UNet + text encoder: 4 steps" in card and "Autoencoder: 2 steps" in card
+    assert "diffprior train ldm ..." in card and "Not yet measured" in card
     prior = LatentDiffusionPrior.from_pretrained(out)
     assert prior.scaling_factor == pytest.approx(round(float(lat["scale"]), 5))
     emb = prior.embed(["a photo of a cat", ""])

@@ -28,6 +28,17 @@ def load_train_val(data_path: str, cache_dir: str | Path) -> tuple[ImageSet, Ima
     return split(data)
 
 
+def record_command(folder: str | Path) -> None:
+    """Append this process's command line to ``folder/commands.txt`` (provenance for model cards)."""
+    import shlex
+    import sys
+
+    line = " ".join(shlex.quote(a) for a in ["diffprior" if sys.argv[0].endswith("diffprior") else sys.argv[0],
+                                              *sys.argv[1:]])
+    with open(Path(folder) / "commands.txt", "a") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + line + "\n")
+
+
 class CSVLog:
     """Append-only CSV log that survives restarts (header written once)."""
 

@@ -36,7 +36,7 @@ from ..models.vae import AutoencoderKL
 from ..prior import load_tokenizer
 from ..schedule import Schedule, add_noise
 from . import checkpoint
-from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val
+from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val, record_command
 from .tokenizer import save_tokenizer
 
 TEMPLATES = ("a photo of a {}", "a high quality photo of a {}", "a picture of a {}", "{}")
@@ -172,6 +172,7 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
 
     out = Path(out_dir)
     lock = RunLock(out)
+    record_command(out)
     train, _ = load_train_val(data, Path(vae_dir))
     vae_cfg, vae_params, _ = load_vae(vae_dir)
 

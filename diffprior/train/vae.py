@@ -29,7 +29,7 @@ from ..data import apply_flips, batches
 from ..models.config import VAEConfig
 from ..models.vae import AutoencoderKL
 from . import checkpoint
-from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val
+from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val, record_command
 
 # The bundled prior's autoencoder: 32x32x3 -> 8x8x4 (downsampling factor 4).
 BUNDLED_VAE = VAEConfig(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4,
@@ -134,6 +134,7 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
 
     out = Path(out_dir)
     lock = RunLock(out)
+    record_command(out)
     train, val = load_train_val(data, out)
     key = jax.random.PRNGKey(cfg.seed)
     ckpt = out / "vae"

@@ -1,0 +1,90 @@
+"""Write the model card of an exported prior from its training records and validation results.
+
+Every number in the card is read from a file: ``training.json`` (written by
+:func:`diffprior.train.export.export_prior`), the run folders' CSV logs and, when present,
+``benchmarks/results/prior_quality.json`` (written by ``benchmarks/prior_quality.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..prior import count_params
+
+
+def _last_row(path: Path, column: str):
+    if not path.is_file():
+        return None
+    rows = [r for r in csv.DictReader(open(path)) if r.get(column) not in (None, "")]
+    return rows[-1] if rows else None
+
+
+def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
+               quality_json: str | Path | None = None, commands: dict | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into ``prior_dir``; returns its path."""
+    from ..prior import LatentDiffusionPrior
+
+    prior_dir, vae_dir, ldm_dir = Path(prior_dir), Path(vae_dir), Path(ldm_dir)
+    info = json.loads((prior_dir / "training.json").read_text())
+    prior = LatentDiffusionPrior.from_pretrained(prior_dir)
+    size_mb = sum(f.stat().st_size for f in prior_dir.rglob("*") if f.is_file()) / 2 ** 20
+    vae_last = _last_row(vae_dir / "vae_log.csv", "loss")
+    vae_val = _last_row(vae_dir / "vae_log.csv", "val_psnr")
+    ldm_last = _last_row(ldm_dir / "ldm_log.csv", "loss")
+    u, v, t = prior.unet.config, prior.vae.config, prior.text_encoder.config
+    lines = [
+        "# Model card: diffprior bundled CIFAR-10 latent diffusion prior", "",
+        "A text-conditioned latent diffusion model with the Stable Diffusion v1.x architecture in",
+        "miniature (KL autoencoder, CLIP-style text encoder, cross-attention UNet), trained from scratch",
+        "on CIFAR-10 by `diffprior train`. It is the library's embedded default prior: small enough to",
+        "ship, fast enough for a 2-core CPU, and loaded by the same `from_pretrained` as Stable Diffusion.",
+        "",
+        "## Data", "",
+        f"CIFAR-10 training split as JPEG files (`../shared/data/cifar10/train.tar.gz`): 49,000 training",
+        "images (files 4900-4999 of every class, 1,000 images, are the validation set and were never",
+        "trained on), horizontal flips. Captions: " + ", ".join(f'`"{tpl}"`' for tpl in info["templates"]) +
+        f" with the class name; {info['caption_drop']:.0%} of captions replaced by `\"\"`.",
+        "",
+        "## Architecture", "",
+        f"- Autoencoder: `AutoencoderKL`, channels {list(v.block_out_channels)}, {v.layers_per_block} resnet per "
+        f"block, 32x32x3 -> {32 // v.downsample_factor}x{32 // v.downsample_factor}x{v.latent_channels} "
+        f"(factor {v.downsample_factor}), scaling factor {v.scaling_factor}; {count_params(prior.vae_params):,} parameters.",
+        f"- Text encoder: CLIP text transformer, width {t.hidden_size}, {t.num_hidden_layers} layers, "
+        f"{t.num_attention_heads} heads, {t.max_position_embeddings} tokens, vocabulary {t.vocab_size} "
+        f"(byte-level BPE built for the caption words); {count_params(prior.text_params):,} parameters.",
+        f"- UNet: `UNet2DConditionModel`, channels {list(u.block_out_channels)}, blocks {list(u.down_block_types)}, "
+        f"{list(u.num_attention_heads)} heads, cross-attention width {u.cross_attention_dim}; "
+        f"{count_params(prior.unet_params):,} parameters (stored in float16, loaded as float32).",
+        "- Schedule: `scaled_linear` betas 0.00085-0.012, 1000 steps, epsilon prediction (SD v1.x).",
+        f"- Files: {size_mb:.1f} MB in the diffusers folder layout.",
+        "",
+        "## Training", "",
+        f"- Autoencoder: {info['vae_steps']} steps"
+        + (f", {info['vae_wall_s'] / 3600:.2f} h" if info.get("vae_wall_s") else "")
+        + (f"; final loss {float(vae_last['loss']):.4f}" if vae_last else "")
+        + (f"; validation PSNR during training {float(vae_val['val_psnr']):.2f} dB (256 images)" if vae_val else "")
+        + ".",
+        f"- UNet + text encoder: {info['ldm_steps']} steps"
+        + (f", {info['ldm_wall_s'] / 3600:.2f} h" if info.get("ldm_wall_s") else "")
+        + (f"; final loss (mean of last 50 steps) {float(ldm_last['loss']):.4f}" if ldm_last else "")
+        + "; exported weights are the EMA (decay 0.999).",
+        "- Hardware: 2 CPU cores (shared with other work), no accelerator.",
+        "",
+    ]
+    if commands:
+        lines += ["Commands that produced these weights:", "", "```bash"] + list(commands.values()) + ["```", ""]
+    if quality_json and Path(quality_json).is_file():
+        md = Path(quality_json).with_suffix(".md")
+        body = md.read_text().split("\n", 1)[1] if md.is_file() else ""
+        lines += ["## Validation figures", "", f"Copied from `{md.name}` (written with `{Path(quality_json).name}` "
+                  "by `python benchmarks/prior_quality.py`):", body, ""]
+        if (Path(quality_json).parent / "prior_samples.png").is_file():
+            lines += ["Samples per class prompt (rows: classes in alphabetical order): `samples.png`.", ""]
+    elif quality_json is not None:
+        lines += ["## Validation figures", "", "Not yet measured for these weights: run "
+                  "`python benchmarks/prior_quality.py` and rewrite this card.", ""]
+    path = prior_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
