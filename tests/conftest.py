@@ -5,38 +5,19 @@ Fixtures are grouped by owner and self-contained; add new ones below, with a cle
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 
 # ------------------------------------------------------------------ tiny random-weight prior
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2's reversible byte -> printable unicode character table (256 entries)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def write_tiny_clip_tokenizer(folder) -> int:
     """Write a byte-level CLIP BPE vocabulary (no merges) into ``folder``; return its size.
 
     The vocabulary holds the 256 byte characters, their ``</w>`` forms and the two special
     tokens, so every string tokenizes (character by character) with ids below 514.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
-    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return len(vocab)
+    from diffprior.train.tokenizer import save_tokenizer
+
+    return len(save_tokenizer(folder, [], max_length=8))
 
 
 TINY_IMAGE = 16  # tiny_prior images are (N, 16, 16, 3); latents (N, 8, 8, 4)

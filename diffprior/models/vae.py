@@ -34,13 +34,15 @@ class MidBlock(nn.Module):
         return res_cls(self.channels, self.groups, _VAE_EPS, name="resnets_1")(x)
 
 
-class EncoderBlock(nn.Module):
-    """``DownEncoderBlock2D``: resnets then an asymmetric-padding stride-2 convolution."""
+class VAEBlock(nn.Module):
+    """``DownEncoderBlock2D`` (``resample="down"``: resnets, then an asymmetric-padding
+    stride-2 convolution) or ``UpDecoderBlock2D`` (``resample="up"``: resnets, then nearest 2x
+    upsampling + convolution); ``None`` for the last block, which keeps the resolution."""
 
     out_channels: int
     num_layers: int
     groups: int
-    add_downsample: bool
+    resample: str | None
     remat: bool = False
 
     @nn.compact
@@ -48,26 +50,9 @@ class EncoderBlock(nn.Module):
         res_cls = optional_remat(ResnetBlock2D, self.remat)
         for j in range(self.num_layers):
             x = res_cls(self.out_channels, self.groups, _VAE_EPS, name=f"resnets_{j}")(x)
-        if self.add_downsample:
+        if self.resample == "down":
             x = Downsample2D(self.out_channels, padding=0, name="downsamplers_0")(x)
-        return x
-
-
-class DecoderBlock(nn.Module):
-    """``UpDecoderBlock2D``: resnets then nearest 2x upsampling + convolution."""
-
-    out_channels: int
-    num_layers: int
-    groups: int
-    add_upsample: bool
-    remat: bool = False
-
-    @nn.compact
-    def __call__(self, x):
-        res_cls = optional_remat(ResnetBlock2D, self.remat)
-        for j in range(self.num_layers):
-            x = res_cls(self.out_channels, self.groups, _VAE_EPS, name=f"resnets_{j}")(x)
-        if self.add_upsample:
+        elif self.resample == "up":
             x = Upsample2D(self.out_channels, name="upsamplers_0")(x)
         return x
 
@@ -84,8 +69,8 @@ class Encoder(nn.Module):
         ch = c.block_out_channels
         x = conv(ch[0], name="conv_in")(x)
         for i, out in enumerate(ch):
-            x = EncoderBlock(out, c.layers_per_block, c.norm_num_groups, i < len(ch) - 1, self.remat,
-                             name=f"down_blocks_{i}")(x)
+            x = VAEBlock(out, c.layers_per_block, c.norm_num_groups, "down" if i < len(ch) - 1 else None,
+                         self.remat, name=f"down_blocks_{i}")(x)
         x = MidBlock(ch[-1], c.norm_num_groups, c.mid_block_add_attention, self.remat, name="mid_block")(x)
         x = silu(nn.GroupNorm(c.norm_num_groups, epsilon=_VAE_EPS, name="conv_norm_out")(x))
         return conv(2 * c.latent_channels, name="conv_out")(x)
@@ -104,8 +89,8 @@ class Decoder(nn.Module):
         x = conv(rev[0], name="conv_in")(z)
         x = MidBlock(rev[0], c.norm_num_groups, c.mid_block_add_attention, self.remat, name="mid_block")(x)
         for i, out in enumerate(rev):
-            x = DecoderBlock(out, c.layers_per_block + 1, c.norm_num_groups, i < len(rev) - 1, self.remat,
-                             name=f"up_blocks_{i}")(x)
+            x = VAEBlock(out, c.layers_per_block + 1, c.norm_num_groups, "up" if i < len(rev) - 1 else None,
+                         self.remat, name=f"up_blocks_{i}")(x)
         x = silu(nn.GroupNorm(c.norm_num_groups, epsilon=_VAE_EPS, name="conv_norm_out")(x))
         return conv(c.out_channels, name="conv_out")(x)
 

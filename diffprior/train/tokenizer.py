@@ -87,7 +87,7 @@ def save_tokenizer(path: str | os.PathLike, words: Iterable[str], max_length: in
     path.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab(words)
     (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    (path / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
     (path / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     cfg = dict(special, model_max_length=max_length, do_lower_case=True, tokenizer_class="CLIPTokenizer",
