@@ -14,10 +14,12 @@ from pathlib import Path
 from ..prior import count_params
 
 
-def _last_row(path: Path, column: str):
+def _last_row(path: Path, column: str, max_step: int | None = None):
+    """Last logged row with a value in ``column`` at or before ``max_step`` (the exported step)."""
     if not path.is_file():
         return None
-    rows = [r for r in csv.DictReader(open(path)) if r.get(column) not in (None, "")]
+    rows = [r for r in csv.DictReader(open(path)) if r.get(column) not in (None, "")
+            and (max_step is None or int(r["step"]) <= max_step)]
     return rows[-1] if rows else None
 
 
@@ -30,9 +32,9 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
     info = json.loads((prior_dir / "training.json").read_text())
     prior = LatentDiffusionPrior.from_pretrained(prior_dir)
     size_mb = sum(f.stat().st_size for f in prior_dir.rglob("*") if f.is_file()) / 2 ** 20
-    vae_last = _last_row(vae_dir / "vae_log.csv", "loss")
-    vae_val = _last_row(vae_dir / "vae_log.csv", "val_psnr")
-    ldm_last = _last_row(ldm_dir / "ldm_log.csv", "loss")
+    vae_last = _last_row(vae_dir / "vae_log.csv", "loss", info["vae_steps"])
+    vae_val = _last_row(vae_dir / "vae_log.csv", "val_psnr", info["vae_steps"])
+    ldm_last = _last_row(ldm_dir / "ldm_log.csv", "loss", info["ldm_steps"])
     u, v, t = prior.unet.config, prior.vae.config, prior.text_encoder.config
     lines = [
         "# Model card: diffprior bundled CIFAR-10 latent diffusion prior", "",
