@@ -18,7 +18,6 @@ _LAZY = {
     "GMLDPS": "diffprior.solvers",
     "PSLD": "diffprior.solvers",
     "LDIR": "diffprior.solvers",
-    "DPS": "diffprior.solvers",
     "TVADMM": "diffprior.solvers",
     "PnPADMM": "diffprior.solvers",
 }
