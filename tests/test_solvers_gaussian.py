@@ -17,7 +17,7 @@ from _gaussian_prior import Dense, gaussian_problem, posterior_mean
 from diffprior.solvers import (GMLDPS, LDIR, LDPS, P2L, PSLD, AdamHistory, Dataset, GluingProjection, GMLDPSConfig,
                                GradientDescent,
                                LDIRConfig, LDPSConfig, Loss, P2LConfig, PromptTuning, ProximalProjection, PSLDConfig,
-                               SolverFailure, Status, Task)
+                               SolverFailure, Status, Task, sample_keys)
 from diffprior.solvers.common import make_forward
 from diffprior.solvers.core import guidance
 from diffprior.solvers.prompt import conditional_posterior_mean
@@ -172,6 +172,14 @@ def test_samples_are_independent_of_the_batch(problem):
     both = LDIR(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, chunk_size=CHUNK, config=cfg).solve()
     alone = LDIR(y=y[:1], A=A, prior=prior, key=KEY, num_steps=STEPS, chunk_size=CHUNK, config=cfg).solve()
     np.testing.assert_allclose(both[:1], alone, rtol=1e-5, atol=1e-6)
+    # with per-sample keys, sample 1 solved alone matches sample 1 of the batch
+    second = LDIR(y=y[1:], A=A, prior=prior, key=sample_keys(KEY, [1]), num_steps=STEPS, chunk_size=CHUNK,
+                  config=cfg).solve()
+    np.testing.assert_allclose(both[1:], second, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(alone, LDIR(y=y[:1], A=A, prior=prior, key=sample_keys(KEY, [1]), num_steps=STEPS,
+                                       chunk_size=CHUNK, config=cfg).solve())
+    with pytest.raises(ValueError, match="2 samples"):
+        LDIR(y=y, A=A, prior=prior, key=sample_keys(KEY, [0, 1, 2]), num_steps=STEPS, config=cfg)
 
 
 def test_nonlinear_operator_with_gradient_steps(problem):

@@ -159,27 +159,6 @@ def _resolve_prior(arg: Optional[str]) -> Path:
     return path
 
 
-def _sample_keys(root, indices):
-    import jax
-    import jax.numpy as jnp
-
-    return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.asarray(indices, jnp.uint32))
-
-
-def _use_sample_keys(solver, keys) -> None:
-    """Give the solver's samples the keys ``fold_in(root, global index)``.
-
-    The solver derives ``fold_in(key, position in the batch)``; its ``data.keys`` field
-    (documented in :class:`diffprior.solvers.core.Data`) is replaced before the first step.
-    """
-    data = getattr(solver, "data", None)
-    fields = getattr(data, "_fields", ())
-    if "keys" not in fields or tuple(data.keys.shape) != tuple(keys.shape) or solver.step_index:
-        raise RuntimeError(f"{type(solver).__name__} does not expose per-sample keys as expected "
-                           "(diffprior.solvers.core.Data.keys)")
-    solver.data = data._replace(keys=keys)
-
-
 def _sample_history(hist, j: int) -> Dict[str, np.ndarray]:
     """Sample `j`'s share of a batch history (fields with a sample axis are sliced)."""
     out = {}
@@ -351,7 +330,7 @@ def run(args) -> None:
     from operators import from_description
 
     from ..metrics import psnr, ssim
-    from ..solvers import SolverFailure
+    from ..solvers import SolverFailure, sample_keys
 
     A = from_description(description)
     B = min(args.batch, N)
@@ -380,9 +359,8 @@ def run(args) -> None:
             run_idx = np.concatenate([idx, np.repeat(idx[-1:], B - idx.size)])
             t0 = time.perf_counter()
             step_bar.reset(total=args.steps)
-            solver = solver_cls(y=problem.measurement[run_idx], A=A, prior=prior, key=root,
+            solver = solver_cls(y=problem.measurement[run_idx], A=A, prior=prior, key=sample_keys(root, run_idx),
                                 num_steps=int(args.steps), config=config, progress=False)
-            _use_sample_keys(solver, _sample_keys(root, run_idx))
             try:
                 x = solver.solve(callback=on_chunk)
                 status = np.zeros(B, np.int32)

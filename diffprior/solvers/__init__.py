@@ -7,7 +7,7 @@ iteration table, progress bar, ``save_state``/``load_state``) over one pure core
 (:mod:`diffprior.solvers.consistency`, :mod:`diffprior.solvers.prompt`).
 """
 
-from .base import SamplerConfig, Solver, SolverFailure
+from .base import SamplerConfig, Solver, SolverFailure, sample_keys
 from .common import RESIDUAL_SCALE, Dataset, LatentPrior, Loss, Status, Task
 from .consistency import (AdamHistory, FixedPointRegularizer, GluingProjection, GluingRegularizer, GradientDescent,
                           ProximalProjection)

@@ -85,13 +85,28 @@ class SamplerConfig:
 
 
 def _check_key(key):
+    """One PRNG key (shape ``()`` typed or ``(2,)`` uint32) or a batch of them (``(N,)`` / ``(N, 2)``).
+
+    Returns ``(key, batched)``.
+    """
     if isinstance(key, (jax.Array, np.ndarray)):
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
-            return key
-        if key.dtype == np.uint32 and key.shape == (2,):
-            return jnp.asarray(key)
-    raise TypeError("key must be one JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got "
-                    f"{type(key).__name__}" + (f" of shape {key.shape} and dtype {key.dtype}" if hasattr(key, "shape") else ""))
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim <= 1:
+            return key, key.ndim == 1
+        if key.dtype == np.uint32 and key.ndim in (1, 2) and key.shape[-1] == 2:
+            return jnp.asarray(key), key.ndim == 2
+    raise TypeError("key must be a JAX PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)) or one key per "
+                    f"sample, got {type(key).__name__}"
+                    + (f" of shape {key.shape} and dtype {key.dtype}" if hasattr(key, "shape") else ""))
+
+
+def sample_keys(key, indices):
+    """The per-sample keys ``fold_in(key, i)`` for the sample indices ``indices``.
+
+    A solver given one ``key`` uses ``sample_keys(key, range(N))``; passing
+    ``key=sample_keys(key, global_indices)`` instead makes a sample's result independent of
+    the batch it is solved in (as ``diffprior solve`` does).
+    """
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(indices, jnp.uint32))
 
 
 class Solver:
@@ -105,7 +120,9 @@ class Solver:
             callable on the batch ``(N, H, W, C)`` (then pass ``image_shape``).
         prior: a :class:`~diffprior.prior.LatentDiffusionPrior` (or an object implementing
             :class:`~diffprior.solvers.common.LatentPrior`).
-        key: a JAX PRNG key; the same key gives the same output, bit for bit.
+        key: a JAX PRNG key (sample ``n`` of the batch then uses ``fold_in(key, n)``), or one
+            key per sample, ``(N,)`` typed or ``(N, 2)`` uint32 (see :func:`sample_keys`); the
+            same keys give the same output, bit for bit.
         num_steps: reverse DDIM steps (the paper uses 1000).
         config: the algorithm's configuration dataclass, or a
             :class:`~diffprior.solvers.common.Task` for its preset; default: the class's.
@@ -139,7 +156,7 @@ class Solver:
                             f"it takes {', '.join(known)} (algorithm hyperparameters go in config="
                             f"{self.config_class.__name__}(...))")
         check_prior(prior)
-        key = _check_key(key)
+        key, batched_key = _check_key(key)
         if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -148,6 +165,8 @@ class Solver:
             raise ValueError(f"divergence_threshold must be > 0, got {divergence_threshold}")
         config = self._resolve_config(config)
         fwd, y, n = make_forward(A, y, image_shape)
+        if batched_key and key.shape[0] != n:
+            raise ValueError(f"got {key.shape[0]} per-sample keys for {n} samples")
 
         self.A, self.prior, self.key, self.config = A, prior, key, config
         self.num_steps, self.chunk_size, self.n = int(num_steps), int(min(chunk_size, num_steps)), n
@@ -168,7 +187,7 @@ class Solver:
         ts = ddim_timesteps(self.num_steps, int(sched.alphas_cumprod.shape[0]), int(getattr(sched, "steps_offset", 0)))
         self.data = Data(prior=prior, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
                          step_size=per_sample(config.step_size, n, "step_size"),
-                         keys=jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n)),
+                         keys=key if batched_key else sample_keys(key, np.arange(n)),
                          emb0=self._embedding(prior, prompt, n))
 
         opts = dict(itstat_options or {})
