@@ -30,6 +30,28 @@ def bundled_path() -> Path:
     return Path(__file__).parent / "bundled" / "cifar10-ldm"
 
 
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Keep XLA's compiled programs on disk so that later runs skip compilation.
+
+    Compiling a solver's step (a UNet and decoder VJP) takes tens of seconds on a CPU, often
+    more than solving; with the cache a rerun with the same shapes starts at once. The folder
+    is ``path``, else ``$DIFFPRIOR_CACHE``, else ``~/.cache/diffprior/xla``; set
+    ``DIFFPRIOR_CACHE=off`` to disable. Returns the folder (``None`` when disabled).
+    """
+    import os
+
+    where = path or os.environ.get("DIFFPRIOR_CACHE") or Path.home() / ".cache" / "diffprior" / "xla"
+    if str(where).lower() in ("off", "0", "none", ""):
+        return None
+    import jax
+
+    folder = Path(where).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return folder
+
+
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -163,6 +163,10 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get("DIFFPRIOR_DEBUG", "") not in ("", "0")
     prog = f"diffprior {args.command}"
     try:
+        if args.command in ("demo", "solve", "train"):
+            from . import enable_compilation_cache
+
+            enable_compilation_cache()
         args.func(args)
     except KeyboardInterrupt:
         hint = " (finished samples are saved: rerun the same command to resume)" if args.command == "solve" else ""

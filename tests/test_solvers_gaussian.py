@@ -322,5 +322,15 @@ def test_presets():
     assert P2LConfig.for_task(Task.SR, Dataset.FFHQ, eta=0.3).eta == 0.3
     assert LDIRConfig.for_task(Task.DEBLUR_MOTION).step_size == 0.1
     assert LDIRConfig.for_task(Task.SR).step_size == 0.05
+    # the bundled prior's column: the ImageNet preset with the searched values on top
+    from diffprior.solvers.tuned import TUNED
+    for (solver, task), values in TUNED.items():
+        cfg = {"LDPS": LDPSConfig, "P2L": P2LConfig, "LDIR": LDIRConfig, "GMLDPS": GMLDPSConfig,
+               "PSLD": PSLDConfig}[solver].for_task(task, Dataset.CIFAR10)
+        for k, v in values.items():
+            assert (getattr(cfg.prompt, k.removeprefix("prompt_")) if k.startswith("prompt_") else getattr(cfg, k)) == v
+    assert LDPSConfig.for_task(Task.INPAINT, Dataset.CIFAR10, eta=0.2).eta == 0.2
+    assert type(P2LConfig.for_task(Task.DEBLUR_MOTION, Dataset.CIFAR10).update) is type(
+        P2LConfig.for_task(Task.DEBLUR_MOTION).update)
     cfg = dataclasses.replace(P2LConfig(), projection=GluingProjection(every=2), prompt=None)  # Table 5 ablation
     assert cfg.prompt is None

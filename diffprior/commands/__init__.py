@@ -24,6 +24,19 @@ class CLIError(Exception):
         self.exit_code = int(exit_code)
 
 
+def preset_dataset(prior_path=None):
+    """Which solver presets fit a prior: the searched ``CIFAR10`` values for the bundled prior
+    (``prior_path`` None or the bundled folder), the paper's ImageNet column otherwise."""
+    from pathlib import Path
+
+    from .. import bundled_path
+    from ..solvers import Dataset
+
+    if prior_path is None or Path(prior_path).resolve() == bundled_path().resolve():
+        return Dataset.CIFAR10
+    return Dataset.IMAGENET
+
+
 def wrap(text: str, width: int = 88) -> str:
     """Fill a paragraph for ``--help`` (the commands' formatter keeps line breaks as written)."""
     import textwrap
@@ -31,4 +44,4 @@ def wrap(text: str, width: int = 88) -> str:
     return textwrap.fill(" ".join(text.split()), width)
 
 
-__all__ = ["CLIError", "wrap"]
+__all__ = ["CLIError", "preset_dataset", "wrap"]

@@ -38,7 +38,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import CLIError, wrap
+from . import CLIError, preset_dataset, wrap
 from .simulate import _nonneg_int, _pos_int
 from .tasks import TASKS
 
@@ -272,8 +272,8 @@ def _settings(args, problem, description) -> Tuple[type, Any, Optional[str], Pat
     else:
         task = TASKS[args.preset].solver_task
     config_cls = solver_cls.config_class
-    config = config_cls.for_task(solvers.Task(task)) if task else config_cls()
     prior_path = _resolve_prior(args.prior)
+    config = config_cls.for_task(solvers.Task(task), preset_dataset(prior_path)) if task else config_cls()
     hyper = {
         "config": config_to_json(config),
         "num_steps": int(args.steps),

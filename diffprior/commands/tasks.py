@@ -12,6 +12,8 @@ task                  operator and parameters (:math:`s = \\min(H, W)`)
 ====================  =========================================================================
 ``sr4``               :class:`operators.Downsample`, factor 4, anti-aliased bicubic; `H`, `W`
                       multiples of 4
+``sr4-avg``           :class:`operators.Downsample`, factor 4, average pooling (the P2L
+                      paper's SR operator); `H`, `W` multiples of 4
 ``sr8``               :class:`operators.Downsample`, factor 8, anti-aliased bicubic; `H`, `W`
                       multiples of 8
 ``gauss-deblur``      :class:`operators.Blur`, zero boundary, Gaussian kernel: 61 x 61,
@@ -113,14 +115,15 @@ class TaskPreset:
         return self._build(image_shape, key, self.parameters(image_shape))
 
 
-def _sr(factor):
+def _sr(factor, method="bicubic"):
     def build(shape, key, p):
         from operators import Downsample
 
         return Downsample(shape, p["factor"], p["method"])
 
-    return TaskPreset(f"sr{factor}", f"x{factor} super-resolution, anti-aliased bicubic", factor, "sr",
-                      False, lambda s: {"factor": factor, "method": "bicubic"}, build)
+    name, what = (f"sr{factor}", "anti-aliased bicubic") if method == "bicubic" else (f"sr{factor}-avg", "average pooling")
+    return TaskPreset(name, f"x{factor} super-resolution, {what}", factor, "sr",
+                      False, lambda s: {"factor": factor, "method": method}, build)
 
 
 def _gauss_build(shape, key, p):
@@ -157,6 +160,7 @@ TASKS: Dict[str, TaskPreset] = {
     t.name: t
     for t in (
         _sr(4),
+        _sr(4, "average"),
         _sr(8),
         TaskPreset("gauss-deblur", "Gaussian deblurring, zero boundary", 1, "deblur_gauss", False,
                    lambda s: {"kernel_size": kernel_side(s), "sigma": gauss_sigma(s), "boundary": "same"},

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedule import ddim_timesteps
-from .common import Loss, Status, Task, check_prior, make_forward, per_sample, residual
+from .common import Dataset, Loss, Status, Task, check_prior, make_forward, per_sample, residual
 from .core import Data, Plan, State, StepStats, decode_images, init_state, run_chunk
 from .itstat import IterationTable
 
@@ -80,8 +80,36 @@ class SamplerConfig:
         object.__setattr__(self, "loss", Loss(self.loss))
 
     @classmethod
-    def for_task(cls, task: Task, dataset=None) -> "SamplerConfig":
-        raise NotImplementedError(f"{cls.__name__} has no task presets")
+    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET, **overrides) -> "SamplerConfig":
+        """The preset for ``task``: the paper's values (our reading of them) for ``FFHQ`` and
+        ``IMAGENET``; for ``CIFAR10`` (the bundled prior) the ImageNet preset with the values of
+        the validation search in :mod:`diffprior.solvers.tuned`.
+
+        Args:
+            task: a :class:`~diffprior.solvers.common.Task`.
+            dataset: a :class:`~diffprior.solvers.common.Dataset` (default ImageNet).
+            **overrides: fields to replace (e.g. ``eta=0.5``).
+        """
+        from .tuned import tuned_values
+
+        task, dataset = Task(task), Dataset(dataset)
+        cfg = cls._paper_preset(task, Dataset.IMAGENET if dataset is Dataset.CIFAR10 else dataset)
+        if dataset is Dataset.CIFAR10:
+            cfg = cfg.with_values(tuned_values(cls.__name__.removesuffix("Config"), task))
+        return dataclasses.replace(cfg, **overrides)
+
+    @classmethod
+    def _paper_preset(cls, task: Task, dataset: Dataset) -> "SamplerConfig":
+        """The paper's setting for ``task`` on ``dataset`` (default: the class defaults)."""
+        return cls()
+
+    def with_values(self, values: dict) -> "SamplerConfig":
+        """A copy with fields replaced; ``prompt_lr`` / ``prompt_iters`` set the prompt tuning's."""
+        values = dict(values)
+        prompt = {k.removeprefix("prompt_"): values.pop(k) for k in ("prompt_lr", "prompt_iters") if k in values}
+        if prompt:
+            values["prompt"] = dataclasses.replace(self.prompt, **prompt)
+        return dataclasses.replace(self, **values)
 
 
 def _check_key(key):

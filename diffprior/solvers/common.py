@@ -54,10 +54,13 @@ class Task(str, enum.Enum):
 
 
 class Dataset(str, enum.Enum):
-    """Column groups of the paper's Table 6 (FFHQ faces, ImageNet general domain)."""
+    """Which hyperparameter presets: the paper's Table 6 columns (FFHQ faces, ImageNet general
+    domain, both for Stable Diffusion) or ``CIFAR10``, the values found by the validation search
+    of ``benchmarks/tune.py`` for the bundled CIFAR-10 prior (:mod:`diffprior.solvers.tuned`)."""
 
     FFHQ = "ffhq"
     IMAGENET = "imagenet"
+    CIFAR10 = "cifar10"
 
 
 # ----------------------------------------------------------------------------- the prior

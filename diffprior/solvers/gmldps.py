@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from .base import SamplerConfig, Solver
-from .common import Dataset, Task
 from .consistency import FixedPointRegularizer, GradientDescent
 
 
@@ -22,12 +21,6 @@ class GMLDPSConfig(SamplerConfig):
 
     step_size: float | tuple = 1.0
     fixed_point_weight: float = 0.1
-
-    @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET) -> "GMLDPSConfig":
-        """One setting for all tasks (provisional values, see the attributes)."""
-        Task(task), Dataset(dataset)
-        return cls()
 
 
 class GMLDPS(Solver):

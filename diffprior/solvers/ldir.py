@@ -24,9 +24,8 @@ class LDIRConfig(SamplerConfig):
     history: AdamHistory = AdamHistory()
 
     @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET) -> "LDIRConfig":
+    def _paper_preset(cls, task: Task, dataset: Dataset) -> "LDIRConfig":
         """Paper presets: 0.1 for ImageNet motion deblurring, 0.05 otherwise."""
-        task, dataset = Task(task), Dataset(dataset)
         return cls(step_size=0.1 if (task, dataset) == (Task.DEBLUR_MOTION, Dataset.IMAGENET) else 0.05)
 
 

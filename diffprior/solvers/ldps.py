@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from .base import SamplerConfig, Solver
-from .common import Dataset, Task
 from .consistency import GradientDescent
 
 
@@ -21,12 +20,6 @@ class LDPSConfig(SamplerConfig):
     """
 
     step_size: float | tuple = 1.0
-
-    @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET) -> "LDPSConfig":
-        """The same static step for every task (the paper uses one value)."""
-        Task(task), Dataset(dataset)
-        return cls()
 
 
 class LDPS(Solver):

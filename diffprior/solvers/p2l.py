@@ -84,20 +84,13 @@ class P2LConfig(SamplerConfig):
             raise TypeError(f"projection must be a ProximalProjection, GluingProjection or None, got {self.projection!r}")
 
     @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET, **overrides) -> "P2LConfig":
-        """The Table 6 preset for ``task`` (see the module docstring for what is provisional).
-
-        Args:
-            task: a :class:`~diffprior.solvers.common.Task`.
-            dataset: which column group of Table 6 (default ImageNet: general domain).
-            **overrides: fields to replace (e.g. ``eta=0.5``).
-        """
-        kind, rho, gamma, lam, k = TABLE6[(Dataset(dataset), Task(task))]
-        cfg = cls(step_size=PROVISIONAL["rho_gd"] if rho is None else rho,
-                  update=AdamHistory() if kind == _ADAM else GradientDescent(),
-                  prompt=PromptTuning(iters=k, lr=PROVISIONAL["prompt_lr"]),
-                  projection=ProximalProjection(weight=lam, every=gamma))
-        return dataclasses.replace(cfg, **overrides)
+    def _paper_preset(cls, task: Task, dataset: Dataset) -> "P2LConfig":
+        """The Table 6 column (see the module docstring for what is provisional)."""
+        kind, rho, gamma, lam, k = TABLE6[(dataset, task)]
+        return cls(step_size=PROVISIONAL["rho_gd"] if rho is None else rho,
+                   update=AdamHistory() if kind == _ADAM else GradientDescent(),
+                   prompt=PromptTuning(iters=k, lr=PROVISIONAL["prompt_lr"]),
+                   projection=ProximalProjection(weight=lam, every=gamma))
 
 
 class P2L(Solver):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from .base import SamplerConfig, Solver
-from .common import Dataset, Task
 from .consistency import GluingRegularizer, GradientDescent
 
 
@@ -22,12 +21,6 @@ class PSLDConfig(SamplerConfig):
 
     step_size: float | tuple = 1.0
     gluing_weight: float = 0.1
-
-    @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET) -> "PSLDConfig":
-        """One setting for all tasks (provisional values, see the attributes)."""
-        Task(task), Dataset(dataset)
-        return cls()
 
 
 class PSLD(Solver):

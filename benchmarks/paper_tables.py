@@ -1,0 +1,332 @@
+"""The paper's claims (Tables 1, 2-3, 5) tested on the bundled prior, with quality, cost and memory.
+
+Tasks (presets of ``diffprior.commands.tasks``, 32 x 32 CIFAR-10 validation images, sigma =
+0.005): ``sr4-avg`` (4x super-resolution by average pooling), ``gauss-deblur`` (7 x 7,
+sigma 1 px: the paper's 61 x 61, sigma 3 at 256 px scaled to 32 px with a floor),
+``motion-deblur`` (7 x 7 camera-shake kernel, intensity 0.5), ``inpaint-freeform`` (10-20 %
+missing) and ``inpaint-random`` (80 % missing).
+
+Methods (every diffusion method runs the same number of DDIM steps, ``--steps``; solver
+hyperparameters are the ``Dataset.CIFAR10`` presets of :mod:`diffprior.solvers.tuned`, chosen
+on separate tuning images; nothing is selected against the ground truth):
+
+* Table 1 analog, LDPS with a fixed prompt: ``ldps`` (""), ``ldps-photo`` ("a photo"),
+  ``ldps-oracle`` ("a photo of a <true class>"), ``ldps-wrong`` (a wrong class, fixed per
+  image), and ``p2l-photo`` (P2L's tuned prompt started from "a photo");
+* Tables 2-3 analog: ``p2l`` (initial prompt "A high quality photo"), ``ldps``, ``gmldps``,
+  ``psld``, ``ldir``, ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
+* Table 5 analog: ``ldps``, ``p2l-prompt-only`` (no projection), ``p2l-proj-only`` (no
+  prompt tuning), ``p2l`` (both), ``p2l-gluing`` (PSLD-style gluing instead of the proximal
+  projection).
+
+Each (method, task) runs in batches; every finished batch is appended to
+``OUT/records.csv`` (per image: PSNR, SSIM, LPIPS, UNet evaluations, wall seconds per image,
+peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
+(``summary.csv``, ``summary.md``: mean and standard error) and the figure
+(``examples.png``: the first images of each task) are rebuilt from the records at the end.
+``--speed`` adds P2L runs with fewer steps and smaller K for the cost/quality curve
+(``speed.png``).
+
+Usage (documented subset, about 45 minutes on 2 CPU cores)::
+
+    python benchmarks/paper_tables.py --n 10 --steps 25 --out benchmarks/results/paper_tables_n10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import (RESULTS, build_operator, evaluation_set, image_keys, load_validation, measure, nfe_per_image,
+                     scores, se, seed_of, solve_all, solver_config)
+
+TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
+TABLES = {
+    "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-photo"),
+    "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
+    "table5": ("ldps", "p2l-prompt-only", "p2l-proj-only", "p2l", "p2l-gluing"),
+}
+FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "peak_rss_mb"]
+EXAMPLES = 4  # images per task kept for the figure
+
+
+class PeakRSS:
+    """Peak resident memory of this process while a block runs (sampled every 20 ms)."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mb(), threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def method_spec(name: str, task: str, classes, labels, names):
+    """``(solver class or None, config, prompt)`` of a method; classic methods return a callable."""
+    import diffprior.solvers as S
+    from diffprior.commands.tasks import TASKS as TASK_PRESETS
+
+    wrong = (labels + 1 + np.array([seed_of(n) % (len(classes) - 1) for n in names])) % len(classes)
+    if name.startswith("ldps"):
+        cfg = solver_config(S.LDPS, task)
+        prompt = {"ldps": None, "ldps-photo": "a photo",
+                  "ldps-oracle": [f"a photo of a {classes[k]}" for k in labels],
+                  "ldps-wrong": [f"a photo of a {classes[k]}" for k in wrong]}[name]
+        return S.LDPS, cfg, prompt
+    if name in ("gmldps", "psld", "ldir"):
+        cls = {"gmldps": S.GMLDPS, "psld": S.PSLD, "ldir": S.LDIR}[name]
+        return cls, solver_config(cls, task), None
+    if name.startswith("p2l"):
+        cfg = solver_config(S.P2L, task)
+        change = {"p2l": {}, "p2l-photo": {}, "p2l-prompt-only": {"projection": None},
+                  "p2l-proj-only": {"prompt": None},
+                  "p2l-gluing": {"projection": S.GluingProjection(every=cfg.projection.every)}}[name]
+        return S.P2L, dataclasses.replace(cfg, **change), ("a photo" if name == "p2l-photo" else None)
+    if name in ("tv-admm", "pnp-admm"):
+        from diffprior.solvers.tuned import tuned_values
+        from tune import CLASSIC_ITERS
+
+        cls = {"tv-admm": S.TVADMM, "pnp-admm": S.PnPADMM}[name]
+        kw = tuned_values(cls.__name__, S.Task(TASK_PRESETS[task].solver_task))
+        return None, lambda y, A: cls(y=y, A=A, maxiter=CLASSIC_ITERS[name.replace("-", "")], **kw).solve(), kw
+    raise KeyError(name)
+
+
+def _read_records(path: Path) -> list:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _append(path: Path, rows: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set):
+    cls, cfg, prompt = method_spec(name, task, val.classes, val.labels, val.names)
+    keys = image_keys(val.names)
+    todo = [i for i, n in enumerate(val.names) if (name, task, n) not in done]
+    for b in range(0, len(todo), batch):
+        idx = np.asarray(todo[b:b + batch])
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            if cls is None:
+                x = np.asarray(cfg(y[idx], A))
+                nfe = 0
+            else:
+                kw = {}
+                if prompt is not None:
+                    kw["prompt"] = [prompt[i] for i in idx] if isinstance(prompt, list) else prompt
+                s = cls(y=y[idx], A=A, prior=prior, key=keys[idx], num_steps=steps, config=cfg, progress=False, **kw)
+                x = solve_all(s)
+                nfe = nfe_per_image(cfg, steps)
+        secs = (time.perf_counter() - t0) / len(idx)
+        ok = np.all(np.isfinite(x), axis=(1, 2, 3))
+        sc = scores(np.where(ok[:, None, None, None], x, 0.0), val.images[idx])
+        rows = [{"method": name, "task": task, "image": val.names[i], "seed": seed_of(val.names[i]), "steps": steps,
+                 "psnr": f"{sc['psnr'][j]:.4f}" if ok[j] else "nan", "ssim": f"{sc['ssim'][j]:.5f}" if ok[j] else "nan",
+                 "lpips": f"{sc['lpips'][j]:.5f}" if ok[j] else "nan", "nfe": nfe, "seconds": f"{secs:.3f}",
+                 "peak_rss_mb": f"{mem.peak:.0f}"} for j, i in enumerate(idx)]
+        _append(out / "records.csv", rows)
+        ex = [j for j, i in enumerate(idx) if i < EXAMPLES]
+        if ex:
+            np.savez_compressed(out / "examples" / f"{task}__{name}__{idx[ex[0]]}.npz", x=x[ex], index=idx[ex])
+        print(f"  {name:16s} {task:17s} {b + len(idx):4d}/{len(todo)}  LPIPS {np.nanmean(sc['lpips']):.3f}  "
+              f"PSNR {np.nanmean(sc['psnr']):.2f}  {secs:.1f} s/img", flush=True)
+
+
+def summarize(out: Path, steps: int) -> list:
+    recs = [r for r in _read_records(out / "records.csv") if int(r["steps"]) == steps]
+    groups = {}
+    for r in recs:
+        groups.setdefault((r["method"], r["task"]), []).append(r)
+    rows = []
+    for (m, t), rs in sorted(groups.items()):
+        f = lambda k: np.array([float(r[k]) for r in rs])
+        row = {"method": m, "task": t, "n": len(rs), "failed": int(np.isnan(f("psnr")).sum())}
+        for k in ("psnr", "ssim", "lpips"):
+            v = f(k)[~np.isnan(f(k))]
+            row[k], row[k + "_se"] = float(v.mean()) if len(v) else float("nan"), se(v)
+        row["nfe"], row["seconds"], row["peak_rss_mb"] = int(f("nfe")[0]), float(f("seconds").mean()), float(f("peak_rss_mb").max())
+        rows.append(row)
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]) if rows else ["method"])
+        w.writeheader()
+        w.writerows(rows)
+    (out / "summary.md").write_text(to_markdown(rows, steps))
+    return rows
+
+
+def to_markdown(rows, steps) -> str:
+    by = {(r["method"], r["task"]): r for r in rows}
+    tasks = [t for t in TASKS if any(k[1] == t for k in by)]
+    lines = [f"# Paper-claims benchmark on the bundled prior ({steps} DDIM steps, sigma = 0.005)", "",
+             "Produced by `python benchmarks/paper_tables.py`. Mean ± standard error over images; "
+             "`nfe`: UNet evaluations per image; `s/img`: wall seconds per image on this machine; "
+             "`RSS`: peak resident memory of the process during the method's batches (MB).", ""]
+    for table, methods in TABLES.items():
+        lines += [f"## {table}", "", "| task | method | n | LPIPS | PSNR | SSIM | nfe | s/img | RSS |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for t in tasks:
+            for m in methods:
+                r = by.get((m, t))
+                if r:
+                    lines.append(f"| {t} | {m} | {r['n']}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} | "
+                                 f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | "
+                                 f"{r['ssim']:.3f} ± {r['ssim_se']:.3f} | {r['nfe']} | {r['seconds']:.2f} | "
+                                 f"{r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def figure(out: Path, val, ys, methods) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TASKS if t in ys]
+    cols = ["measurement"] + list(methods) + ["ground truth"]
+    fig, axes = plt.subplots(len(tasks) * 2, len(cols), figsize=(1.2 * len(cols), 2.6 * len(tasks)), squeeze=False)
+    for ti, t in enumerate(tasks):
+        for r in range(2):
+            row = axes[ti * 2 + r]
+            y = ys[t][r]
+            meas = y if y.shape == val.images.shape[1:] else np.repeat(np.repeat(y, 32 // y.shape[0], 0), 32 // y.shape[1], 1)
+            panels = [meas]
+            for m in methods:
+                f = sorted((out / "examples").glob(f"{t}__{m}__*.npz"))
+                imgs = {int(i): x for fh in f for x, i in zip(np.load(fh)["x"], np.load(fh)["index"])}
+                panels.append(imgs.get(r, np.full_like(val.images[0], np.nan)))
+            panels.append(val.images[r])
+            for c, p in enumerate(panels):
+                row[c].imshow(np.clip(np.nan_to_num(p), 0, 1), interpolation="nearest")
+                row[c].set_xticks([])
+                row[c].set_yticks([])
+                if ti == 0 and r == 0:
+                    row[c].set_title(cols[c], fontsize=6)
+            row[0].set_ylabel(t if r == 0 else "", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "examples.png", dpi=110)
+    plt.close(fig)
+
+
+def speed_curve(prior, val, task, A, y, out: Path, done: set, batch: int, settings) -> None:
+    """P2L at (steps, K) settings: appended to the records as method ``p2l-s<steps>-k<K>``."""
+    import diffprior.solvers as S
+
+    keys = image_keys(val.names)
+    for steps, k in settings:
+        name = f"p2l-s{steps}-k{k}"
+        cfg = solver_config(S.P2L, task)
+        cfg = dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, iters=k))
+        todo = [i for i, n in enumerate(val.names) if (name, task, n) not in done]
+        for b in range(0, len(todo), batch):
+            idx = np.asarray(todo[b:b + batch])
+            t0 = time.perf_counter()
+            with PeakRSS() as mem:
+                x = solve_all(S.P2L(y=y[idx], A=A, prior=prior, key=keys[idx], num_steps=steps, config=cfg,
+                                    progress=False))
+            secs = (time.perf_counter() - t0) / len(idx)
+            sc = scores(np.nan_to_num(x), val.images[idx])
+            _append(out / "records.csv", [
+                {"method": name, "task": task, "image": val.names[i], "seed": seed_of(val.names[i]), "steps": steps,
+                 "psnr": f"{sc['psnr'][j]:.4f}", "ssim": f"{sc['ssim'][j]:.5f}", "lpips": f"{sc['lpips'][j]:.5f}",
+                 "nfe": steps * (1 + k), "seconds": f"{secs:.3f}", "peak_rss_mb": f"{mem.peak:.0f}"}
+                for j, i in enumerate(idx)])
+            print(f"  {name:16s} {task:17s} {b + len(idx):4d}/{len(todo)}  {secs:.1f} s/img", flush=True)
+
+
+def plot_speed(out: Path, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [r for r in _read_records(out / "records.csv") if r["task"] == task and r["method"].startswith(("p2l-s", "ldps"))]
+    groups = {}
+    for r in recs:
+        groups.setdefault((r["method"], r["steps"]), []).append(r)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (m, s), rs in sorted(groups.items()):
+        t = np.mean([float(r["seconds"]) for r in rs])
+        lp = np.array([float(r["lpips"]) for r in rs])
+        ax.errorbar(t, lp.mean(), yerr=se(lp), fmt="o" if m.startswith("p2l") else "s", capsize=2)
+        ax.annotate(m if m.startswith("p2l") else f"{m} ({s} steps)", (t, lp.mean()), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("wall seconds per image (2 CPU cores)")
+    ax.set_ylabel("LPIPS (lower is better)")
+    ax.set_title(f"P2L cost vs quality, {task}")
+    fig.tight_layout()
+    fig.savefig(out / "speed.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None, help="CIFAR-10 archive (default ../shared/data/cifar10/train.tar.gz)")
+    p.add_argument("--n", type=int, default=10, help="evaluation images per task (first files of every class)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps of every diffusion method")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    p.add_argument("--batch", type=int, default=10)
+    p.add_argument("--speed", action="store_true", help="also run the P2L cost/quality curve on sr4-avg")
+    p.add_argument("--out", default=str(RESULTS / "paper_tables"))
+    args = p.parse_args(argv)
+
+    from diffprior.prior import LatentDiffusionPrior
+
+    out = Path(args.out)
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    done = {(r["method"], r["task"], r["image"]) for r in _read_records(out / "records.csv")
+            if int(r["steps"]) == args.steps}
+    val = evaluation_set(load_validation(*(args.data and [args.data] or [])), args.n)
+    prior = LatentDiffusionPrior.bundled()
+    methods = list(dict.fromkeys(m for t in args.tables for m in TABLES[t]))
+    ys = {}
+    for task in args.tasks:
+        A = build_operator(task, val.images.shape[1:])
+        y = measure(A, val.images, val.names)
+        ys[task] = y
+        for m in methods:
+            run_method(prior, m, task, val, A, y, args.steps, args.batch, out, done)
+        if args.speed and task == "sr4-avg":
+            speed_curve(prior, val, task, A, y, out, done, args.batch,
+                        [(args.steps, 1), (args.steps, 3), (max(5, args.steps // 2), 3), (max(5, args.steps // 2), 1)])
+            plot_speed(out, task)
+    rows = summarize(out, args.steps)
+    figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "tv-admm", "p2l") if m in methods])
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}/summary.csv, summary.md, examples.png ({len(rows)} method/task rows)")
+
+
+if __name__ == "__main__":
+    main()
