@@ -130,10 +130,11 @@ def _append(path: Path, rows: list) -> None:
         os.fsync(f.fileno())
 
 
-def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set):
-    cls, cfg, prompt = method_spec(name, task, val.classes, val.labels, val.names)
+def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set, spec=None):
+    """Run one method on one task in batches, appending each batch's records (skips done images)."""
+    cls, cfg, prompt = spec or method_spec(name, task, val.classes, val.labels, val.names)
     keys = image_keys(val.names)
-    todo = [i for i, n in enumerate(val.names) if (name, task, n) not in done]
+    todo = [i for i, n in enumerate(val.names) if (name, task, n, steps) not in done]
     for b in range(0, len(todo), batch):
         idx = np.asarray(todo[b:b + batch])
         t0 = time.perf_counter()
@@ -240,29 +241,13 @@ def figure(out: Path, val, ys, methods) -> None:
 
 
 def speed_curve(prior, val, task, A, y, out: Path, done: set, batch: int, settings) -> None:
-    """P2L at (steps, K) settings: appended to the records as method ``p2l-s<steps>-k<K>``."""
+    """P2L at (steps, K) settings, recorded as method ``p2l-s<steps>-k<K>``."""
     import diffprior.solvers as S
 
-    keys = image_keys(val.names)
     for steps, k in settings:
-        name = f"p2l-s{steps}-k{k}"
         cfg = solver_config(S.P2L, task)
         cfg = dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, iters=k))
-        todo = [i for i, n in enumerate(val.names) if (name, task, n) not in done]
-        for b in range(0, len(todo), batch):
-            idx = np.asarray(todo[b:b + batch])
-            t0 = time.perf_counter()
-            with PeakRSS() as mem:
-                x = solve_all(S.P2L(y=y[idx], A=A, prior=prior, key=keys[idx], num_steps=steps, config=cfg,
-                                    progress=False))
-            secs = (time.perf_counter() - t0) / len(idx)
-            sc = scores(np.nan_to_num(x), val.images[idx])
-            _append(out / "records.csv", [
-                {"method": name, "task": task, "image": val.names[i], "seed": seed_of(val.names[i]), "steps": steps,
-                 "psnr": f"{sc['psnr'][j]:.4f}", "ssim": f"{sc['ssim'][j]:.5f}", "lpips": f"{sc['lpips'][j]:.5f}",
-                 "nfe": steps * (1 + k), "seconds": f"{secs:.3f}", "peak_rss_mb": f"{mem.peak:.0f}"}
-                for j, i in enumerate(idx)])
-            print(f"  {name:16s} {task:17s} {b + len(idx):4d}/{len(todo)}  {secs:.1f} s/img", flush=True)
+        run_method(prior, f"p2l-s{steps}-k{k}", task, val, A, y, steps, batch, out, done, spec=(S.P2L, cfg, None))
 
 
 def plot_speed(out: Path, task: str) -> None:
@@ -306,8 +291,7 @@ def main(argv=None):
 
     out = Path(args.out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
-    done = {(r["method"], r["task"], r["image"]) for r in _read_records(out / "records.csv")
-            if int(r["steps"]) == args.steps}
+    done = {(r["method"], r["task"], r["image"], int(r["steps"])) for r in _read_records(out / "records.csv")}
     val = evaluation_set(load_validation(*(args.data and [args.data] or [])), args.n)
     prior = LatentDiffusionPrior.bundled()
     methods = list(dict.fromkeys(m for t in args.tables for m in TABLES[t]))

@@ -14,7 +14,7 @@ Results go to ``benchmarks/results/prior_quality.json`` and ``.md`` and the samp
 ``benchmarks/results/prior_samples.png``. Usage::
 
     python benchmarks/prior_quality.py --data ../shared/data/cifar10/train.tar.gz [--prior PATH]
-        [--n-restore 100] [--steps 100]
+        [--n-restore 100] [--steps 25]
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def _scores(x, gt) -> dict:
 def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int = 12) -> dict:
     """LDPS vs bicubic (SR x4) and vs TV-ADMM (box inpainting) on the given images."""
     import operators
-    from diffprior.solvers import LDPS
+    from diffprior.solvers import LDPS, Dataset, LDPSConfig, Task
+    from diffprior.solvers.tuned import tuned_values
     from diffprior.solvers.tv_admm import TVADMM
 
     shape = images.shape[1:]
@@ -110,7 +111,8 @@ def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int =
     h, w = shape[:2]
     bicubic = np.clip(np.asarray(jax.image.resize(jnp.asarray(y), (len(y), h, w, 3), "bicubic")), 0, 1)
     t0 = time.time()
-    ldps = np.asarray(LDPS(y=y, A=A, prior=prior, key=ks, num_steps=steps).solve())
+    ldps = np.asarray(LDPS(y=y, A=A, prior=prior, key=ks, num_steps=steps,
+                           config=LDPSConfig.for_task(Task.SR, Dataset.CIFAR10)).solve())
     t_sr = time.time() - t0
     res["sr4"] = {"ldps": _scores(ldps, images), "bicubic": _scores(bicubic, images), "ldps_seconds": t_sr}
     # --- box inpainting
@@ -119,9 +121,11 @@ def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int =
     y = np.stack([np.asarray(operators.simulate(A, x, sigma, jax.random.fold_in(kn2, i)))
                   for i, x in enumerate(images)])
     t0 = time.time()
-    ldps = np.asarray(LDPS(y=y, A=A, prior=prior, key=jax.random.fold_in(ks, 1), num_steps=steps).solve())
+    ldps = np.asarray(LDPS(y=y, A=A, prior=prior, key=jax.random.fold_in(ks, 1), num_steps=steps,
+                           config=LDPSConfig.for_task(Task.INPAINT, Dataset.CIFAR10)).solve())
     t_in = time.time() - t0
-    tv = TVADMM(y=y, A=A, lmbda=0.01, maxiter=50).solve()
+    # TV weight: the value searched on the tuning images for inpainting (benchmarks/tune.py)
+    tv = TVADMM(y=y, A=A, maxiter=50, **({"lmbda": 0.01} | tuned_values("TVADMM", Task.INPAINT))).solve()
     res["inpaint_box"] = {"ldps": _scores(ldps, images), "tv_admm": _scores(tv, images), "ldps_seconds": t_in,
                           "box_size": box}
     return res
@@ -143,7 +147,7 @@ def main(argv=None):
     p.add_argument("--data", default=str(Path(__file__).parents[1] / ".." / "shared" / "data" / "cifar10" / "train.tar.gz"))
     p.add_argument("--prior", default=None, help="diffusers-layout folder (default: the bundled prior)")
     p.add_argument("--n-restore", type=int, default=100, help="validation images for the restoration checks")
-    p.add_argument("--steps", type=int, default=100, help="LDPS reverse steps")
+    p.add_argument("--steps", type=int, default=25, help="LDPS reverse steps (default 25, as the demo)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--skip", nargs="*", default=(), choices=("vae", "text", "restore", "samples"))
     args = p.parse_args(argv)

@@ -82,6 +82,8 @@ def _train_ldm(args):
 
 
 def _train_export(args):
+    import json
+
     from .train.export import export_prior
 
     from pathlib import Path
@@ -90,7 +92,12 @@ def _train_export(args):
 
     path = export_prior(args.vae, args.ldm, args.out)
     commands = {}
-    for run in (args.vae, args.ldm):
+    runs = [args.vae, args.ldm]
+    meta = Path(args.vae) / "vae.json"
+    init = json.loads(meta.read_text()).get("init_from") if meta.is_file() else None
+    if init and Path(init["path"]).is_dir():  # the run the autoencoder was fine-tuned from
+        runs.insert(0, init["path"])
+    for run in runs:
         f = Path(run) / "commands.txt"
         if f.is_file():
             commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})

@@ -15,7 +15,9 @@ class LDPSConfig(SamplerConfig):
     Attributes:
         step_size: static step :math:`\\rho` on the gradient of the residual norm. The paper
             ("a static step size of ..., widely adopted in literature") lost the value in our
-            copy: chosen by validation search (TBD); 1.0 is provisional.
+            copy. 1.0 is a stand-in for Stable Diffusion; for the bundled prior
+            ``for_task(task, Dataset.CIFAR10)`` gives the searched values
+            (:mod:`diffprior.solvers.tuned`).
         eta, loss: see :class:`~diffprior.solvers.base.SamplerConfig`.
     """
 

@@ -20,8 +20,9 @@ The :math:`\rho` row has six readable values for eight columns; placing them on 
 whose gradient type and text agree ("0.1 for motion deblurring in ImageNet, 0.05 otherwise"
 for Adam) leaves ImageNet SR and inpainting unreadable. The two integer rows are unlabelled;
 we read the one with values in {1, 3, 5} as :math:`K` and the other as the projection period
-:math:`\gamma`. "TBD" cells are to be chosen by a validation search; until then they take
-the provisional values in :data:`PROVISIONAL` (not the paper's).
+:math:`\gamma`. "TBD" cells take the stand-in values in :data:`PROVISIONAL` (not the paper's) for
+the ``FFHQ``/``IMAGENET`` presets; for the bundled prior (``Dataset.CIFAR10``) they were
+chosen by a validation search (:mod:`diffprior.solvers.tuned`).
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ class PromptTuning:
     Attributes:
         iters: :math:`K` (Table 6: 1, 3 or 5).
         lr: Adam learning rate (Table 6's row is unreadable in our copy: chosen by
-            validation search, TBD; the default 1e-3 is provisional).
+            validation search for the bundled prior, :mod:`diffprior.solvers.tuned`; 1e-3 is
+            the stand-in elsewhere).
         shift_step: :math:`\\zeta` of Eqs. 18-19 (value not given in the paper: TBD);
             ``None`` uses the solver's per-sample step size :math:`\\rho`.
         b1, b2: Adam betas (defaults).

@@ -13,10 +13,11 @@ class PSLDConfig(SamplerConfig):
     """PSLD hyperparameters.
 
     Attributes:
-        step_size: :math:`\\rho` ("static step size of ...": value lost in our copy; chosen by
-            validation search, TBD; 1.0 is provisional).
+        step_size: :math:`\\rho` ("static step size of ...": value lost in our copy). 1.0 is a
+            stand-in for Stable Diffusion; for the bundled prior ``for_task(task,
+            Dataset.CIFAR10)`` gives LDPS's searched step (:mod:`diffprior.solvers.tuned`).
         gluing_weight: :math:`\\gamma` ("as advised in rout2023solving": value lost in our copy;
-            TBD; 0.1 is provisional).
+            not searched yet: 0.1 is provisional).
     """
 
     step_size: float | tuple = 1.0

@@ -36,6 +36,10 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
     vae_val = _last_row(vae_dir / "vae_log.csv", "val_psnr", info["vae_steps"])
     ldm_last = _last_row(ldm_dir / "ldm_log.csv", "loss", info["ldm_steps"])
     u, v, t = prior.unet.config, prior.vae.config, prior.text_encoder.config
+    init = info.get("vae_init") or {}
+    vae_stage = (f"{init['step']} steps" + (f" ({init['wall_s'] / 3600:.2f} h)" if init.get("wall_s") else "")
+                 + f", then {'the decoder alone (encoder frozen, so the latents are unchanged)' if info.get('vae_decoder_only') else 'all weights'} "
+                 f"fine-tuned for {info['vae_steps']} more steps" if init.get("step") else f"{info['vae_steps']} steps")
     lines = [
         "# Model card: diffprior bundled CIFAR-10 latent diffusion prior", "",
         "A text-conditioned latent diffusion model with the Stable Diffusion v1.x architecture in",
@@ -63,7 +67,7 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         f"- Files: {size_mb:.1f} MB in the diffusers folder layout.",
         "",
         "## Training", "",
-        f"- Autoencoder: {info['vae_steps']} steps"
+        f"- Autoencoder: {vae_stage}"
         + (f", {info['vae_wall_s'] / 3600:.2f} h" if info.get("vae_wall_s") else "")
         + (f"; final loss {float(vae_last['loss']):.4f}" if vae_last else "")
         + (f"; validation PSNR during training {float(vae_val['val_psnr']):.2f} dB (256 images)" if vae_val else "")

@@ -91,6 +91,8 @@ def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> P
     }, indent=2))
     (tmp / "training.json").write_text(json.dumps({
         "vae_steps": vae_meta["step"], "vae_wall_s": vae_meta.get("wall_s"),
+        "vae_decoder_only": bool(vae_meta.get("config", {}).get("decoder_only", False)),
+        "vae_init": vae_meta.get("init_from"),
         "ldm_steps": meta["step"], "ldm_wall_s": meta.get("wall_s"),
         "scaling_factor": meta["scaling_factor"], "templates": meta["templates"],
         "caption_drop": meta["caption_drop"],

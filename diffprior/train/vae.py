@@ -160,6 +160,10 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
     flag = StopFlag()
     params, opt_state = state["params"], state["opt_state"]
     meta = {"config": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg), "n_train": len(train)}
+    if init_from is not None:  # provenance of the starting weights (for the model card)
+        init_meta = json.loads((Path(init_from) / "vae.json").read_text())
+        meta["init_from"] = {"path": str(Path(init_from).resolve()), "step": init_meta.get("step"),
+                             "wall_s": init_meta.get("wall_s"), "init_from": init_meta.get("init_from")}
 
     def save(step):
         checkpoint.save(ckpt, {"params": params, "opt_state": opt_state, "step": step, "wall": timer.total},
