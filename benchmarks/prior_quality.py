@@ -94,8 +94,12 @@ def _scores(x, gt) -> dict:
             "ssim": np.asarray(ssim(jnp.asarray(x), jnp.asarray(gt)))}
 
 
-def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int = 12) -> dict:
-    """LDPS vs bicubic (SR x4) and vs TV-ADMM (box inpainting) on the given images."""
+def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int = 16, margin: int = 2) -> dict:
+    """LDPS vs bicubic (SR x4) and vs TV-ADMM (box inpainting) on the given images.
+
+    The box is DPS's and P2L's (128 x 128 in 256 x 256 images, 16 px from the border) scaled
+    to 32 px: 16 x 16, 2 px from the border; one box position, drawn from ``key``, for all images.
+    """
     import operators
     from diffprior.solvers import LDPS, Dataset, LDPSConfig, Task
     from diffprior.solvers.tuned import tuned_values
@@ -116,7 +120,7 @@ def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int =
     t_sr = time.time() - t0
     res["sr4"] = {"ldps": _scores(ldps, images), "bicubic": _scores(bicubic, images), "ldps_seconds": t_sr}
     # --- box inpainting
-    mask = operators.box_mask(km, (h, w), box)
+    mask = operators.box_mask(km, (h, w), box, margin=margin)
     A = operators.Inpaint(shape, mask)
     y = np.stack([np.asarray(operators.simulate(A, x, sigma, jax.random.fold_in(kn2, i)))
                   for i, x in enumerate(images)])

@@ -21,17 +21,25 @@ from .common import Task
 #: Search settings: 25 DDIM steps, sigma = 0.005, 20 tuning images for LDPS and the ADMM
 #: baselines, 10 for P2L (it costs about five times as much). LDPS's inpainting value was
 #: searched on free-form masks and holds for 80 % random drops too (searched separately: the
-#: same choice). GML-DPS and PSLD take LDPS's static step (the paper gives them the same one);
+#: same choice; TV-ADMM's too). The searches ran on the interim export of the prior (UNet
+#: 2518 steps, autoencoder 1300 steps); GML-DPS and PSLD take LDPS's static step (the paper gives them the same one);
 #: their regulariser weights :math:`\gamma` were not searched (provisional 0.1). P2L's readable
 #: Table 6 cells (Adam 0.1 for motion, GD 0.5 for Gaussian deblurring) are kept.
 _LDPS_STEP = {Task.SR: 1.0, Task.DEBLUR_GAUSS: 0.3, Task.DEBLUR_MOTION: 0.3, Task.INPAINT: 0.3}
-_P2L_PROMPT_LR = 1e-3
+_P2L_PROMPT_LR = 1e-2
 TUNED: dict = {
     **{(name, task): {"step_size": rho} for name in ("LDPS", "GMLDPS", "PSLD") for task, rho in _LDPS_STEP.items()},
     ("P2L", Task.SR): {"step_size": 1.0, "prompt_lr": _P2L_PROMPT_LR},
     ("P2L", Task.INPAINT): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR},
     ("P2L", Task.DEBLUR_GAUSS): {"prompt_lr": _P2L_PROMPT_LR},
     ("P2L", Task.DEBLUR_MOTION): {"prompt_lr": _P2L_PROMPT_LR},
+    # TV-ADMM's weight (50 ADMM iterations; searched on sr4-avg, the deblurring tasks and
+    # free-form inpainting; 0.003 is the grid's smallest value, so SR and deblurring may
+    # prefer less)
+    ("TVADMM", Task.SR): {"lmbda": 0.003},
+    ("TVADMM", Task.DEBLUR_GAUSS): {"lmbda": 0.003},
+    ("TVADMM", Task.DEBLUR_MOTION): {"lmbda": 0.003},
+    ("TVADMM", Task.INPAINT): {"lmbda": 0.03},
 }
 
 
