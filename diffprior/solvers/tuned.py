@@ -40,6 +40,9 @@ TUNED: dict = {
     ("TVADMM", Task.DEBLUR_GAUSS): {"lmbda": 0.003},
     ("TVADMM", Task.DEBLUR_MOTION): {"lmbda": 0.003},
     ("TVADMM", Task.INPAINT): {"lmbda": 0.03},
+    # PnP-ADMM's penalty (30 iterations, 10 tuning images; 0.05 is the grid's smallest value
+    # for every task)
+    **{("PnPADMM", task): {"rho": 0.05} for task in Task},
 }
 
 

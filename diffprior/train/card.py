@@ -23,6 +23,27 @@ def _last_row(path: Path, column: str, max_step: int | None = None):
     return rows[-1] if rows else None
 
 
+def quality_targets(q: dict) -> list:
+    """Markdown lines stating, target by target, whether the measured figures meet the prior's bars."""
+    rows = []
+    if "vae_psnr" in q:
+        v = q["vae_psnr"]["mean"]
+        rows.append(("autoencoder PSNR >= 25 dB", f"{v:.2f} dB", v >= 25.0))
+    for t, d in q.get("text_conditioning", {}).items():
+        rows.append((f"noise MSE at t = {t}: correct prompt < empty and < wrong class",
+                     f"{d['correct']['mean']:.4f} / {d['empty']['mean']:.4f} / {d['wrong']['mean']:.4f}", d["holds"]))
+    r = q.get("restoration", {})
+    for task, base, what in (("sr4", "bicubic", "LDPS beats bicubic on SR x4 (LPIPS)"),
+                             ("inpaint_box", "tv_admm", "LDPS beats TV-ADMM on box inpainting (LPIPS)")):
+        if task in r:
+            a, b = r[task]["ldps"]["lpips"]["mean"], r[task][base]["lpips"]["mean"]
+            rows.append((what, f"{a:.4f} vs {b:.4f}", a < b))
+    if not rows:
+        return []
+    return (["## Quality targets", "", "| target | measured | met |", "|---|---|---|"]
+            + [f"| {w} | {m} | {'yes' if ok else '**no**'} |" for w, m, ok in rows] + [""])
+
+
 def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
                quality_json: str | Path | None = None, commands: dict | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into ``prior_dir``; returns its path."""
@@ -86,6 +107,7 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         body = md.read_text().split("\n", 1)[1] if md.is_file() else ""
         lines += ["## Validation figures", "", f"Copied from `{md.name}` (written with `{Path(quality_json).name}` "
                   "by `python benchmarks/prior_quality.py`):", body, ""]
+        lines += quality_targets(json.loads(Path(quality_json).read_text()))
         if (Path(quality_json).parent / "prior_samples.png").is_file():
             lines += ["Samples per class prompt (rows: classes in alphabetical order): `samples.png`.", ""]
     elif quality_json is not None:
