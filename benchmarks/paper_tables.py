@@ -27,9 +27,11 @@ peak RSS during the batch), so an interrupted run resumes where it stopped. The 
 ``--speed`` adds P2L runs with fewer steps and smaller K for the cost/quality curve
 (``speed.png``).
 
-Usage (documented subset, about 45 minutes on 2 CPU cores)::
+Usage (the documented subset; measured: 41 minutes on 2 CPU cores as two processes, one per
+core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur --speed``, the second with
+``--tasks inpaint-freeform inpaint-random``; both may share one ``--out``)::
 
-    python benchmarks/paper_tables.py --n 10 --steps 25 --out benchmarks/results/paper_tables_n10
+    python benchmarks/paper_tables.py --n 10 --steps 25 --speed --out benchmarks/results/paper_tables_n10
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ def plot_speed(out: Path, task: str) -> None:
         ax.errorbar(t, lp.mean(), yerr=se(lp), fmt="o" if m.startswith("p2l") else "s", capsize=2)
         ax.annotate(m if m.startswith("p2l") else f"{m} ({s} steps)", (t, lp.mean()), fontsize=6)
     ax.set_xscale("log")
-    ax.set_xlabel("wall seconds per image (2 CPU cores)")
+    ax.set_xlabel("wall seconds per image, solving only")
     ax.set_ylabel("LPIPS (lower is better)")
     ax.set_title(f"P2L cost vs quality, {task}")
     fig.tight_layout()
