@@ -52,7 +52,7 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines = ["# Tutorial notebooks on the bundled prior", "",
              "Produced by `python benchmarks/run_notebooks.py`: each notebook with its own settings, a fresh",
-             f"kernel and an empty compilation cache, on {os.cpu_count()} CPU cores.", "",
+             f"kernel and an empty compilation cache, on {len(os.sched_getaffinity(0))} CPU core(s).", "",
              "| notebook | wall time | status |", "|---|---|---|"]
     lines += [f"| {n} | {s / 60:.1f} min | {st} |" for n, s, st in rows]
     (RESULTS / "notebooks.md").write_text("\n".join(lines) + "\n")
