@@ -224,3 +224,19 @@ def test_console_script_error_is_one_line(tmp_path):
                            str(tmp_path / "r.h5")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert one_line(proc.stderr) == f"diffprior solve: error: No such file: {tmp_path / 'nope.h5'}"
+
+
+def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
+    from diffprior import enable_compilation_cache
+
+    import jax
+
+    monkeypatch.setenv("DIFFPRIOR_CACHE", "off")
+    assert enable_compilation_cache() is None
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        folder = enable_compilation_cache(tmp_path / "xla")
+        assert folder == tmp_path / "xla" and folder.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(folder)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

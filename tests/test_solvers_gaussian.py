@@ -166,6 +166,15 @@ def test_same_key_is_bit_identical_and_another_key_differs(problem):
     P2L(y=y, A=A, prior=prior, key=jax.random.key(7), num_steps=STEPS, config=cfg)  # typed keys are accepted
 
 
+def test_compile_ahead_of_time_changes_nothing(problem):
+    prior, A, _, y = problem
+    cfg = _p2l_config(prior)
+    s = P2L(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, chunk_size=CHUNK, config=cfg)
+    assert s.compile() >= 0.0 and s.step_index == 0
+    x = s.solve()
+    assert np.array_equal(x, P2L(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, chunk_size=CHUNK, config=cfg).solve())
+
+
 def test_samples_are_independent_of_the_batch(problem):
     prior, A, _, y = problem
     cfg = LDIRConfig()
