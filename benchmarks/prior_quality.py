@@ -28,16 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def _se(a) -> float:
-    a = np.asarray(a, np.float64)
-    return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
+from _common import RESULTS, scores, se
 
 
 def _summary(a) -> dict:
-    return {"mean": float(np.mean(a)), "se": _se(a), "n": int(len(a))}
+    return {"mean": float(np.mean(a)), "se": se(a), "n": int(len(a))}
 
 
 def vae_psnr(prior, images: np.ndarray, batch: int = 100) -> np.ndarray:
@@ -86,14 +81,6 @@ def text_conditioning(prior, images, labels, classes, key, timesteps=(200, 500),
     return out
 
 
-def _scores(x, gt) -> dict:
-    from diffprior.metrics import psnr, ssim
-    from diffprior.perceptual import lpips
-
-    return {"lpips": np.asarray(lpips(x, gt)), "psnr": np.asarray(psnr(jnp.asarray(x), jnp.asarray(gt))),
-            "ssim": np.asarray(ssim(jnp.asarray(x), jnp.asarray(gt)))}
-
-
 def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int = 16, margin: int = 2) -> dict:
     """LDPS vs bicubic (SR x4) and vs TV-ADMM (box inpainting) on the given images.
 
@@ -118,7 +105,7 @@ def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int =
     ldps = np.asarray(LDPS(y=y, A=A, prior=prior, key=ks, num_steps=steps,
                            config=LDPSConfig.for_task(Task.SR, Dataset.CIFAR10)).solve())
     t_sr = time.time() - t0
-    res["sr4"] = {"ldps": _scores(ldps, images), "bicubic": _scores(bicubic, images), "ldps_seconds": t_sr}
+    res["sr4"] = {"ldps": scores(ldps, images), "bicubic": scores(bicubic, images), "ldps_seconds": t_sr}
     # --- box inpainting
     mask = operators.box_mask(km, (h, w), box, margin=margin)
     A = operators.Inpaint(shape, mask)
@@ -130,7 +117,7 @@ def restoration(prior, images, key, steps: int, sigma: float = 0.005, box: int =
     t_in = time.time() - t0
     # TV weight: the value searched on the tuning images for inpainting (benchmarks/tune.py)
     tv = TVADMM(y=y, A=A, maxiter=50, **({"lmbda": 0.01} | tuned_values("TVADMM", Task.INPAINT))).solve()
-    res["inpaint_box"] = {"ldps": _scores(ldps, images), "tv_admm": _scores(tv, images), "ldps_seconds": t_in,
+    res["inpaint_box"] = {"ldps": scores(ldps, images), "tv_admm": scores(tv, images), "ldps_seconds": t_in,
                           "box_size": box}
     return res
 
