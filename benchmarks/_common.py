@@ -104,15 +104,14 @@ def measure(A, images: np.ndarray, names, sigma: float = SIGMA) -> np.ndarray:
 
 
 def solver_config(cls, task: str, **overrides):
-    """The solver's preset for a task (``diffprior.commands.tasks`` name) with overrides."""
-    import dataclasses
-
+    """The solver's preset for a task (``diffprior.commands.tasks`` name) with overrides
+    (flat names, see :meth:`~diffprior.solvers.base.SamplerConfig.with_values`)."""
     from diffprior.commands.tasks import TASKS
     from diffprior.solvers import Dataset, Task
 
     st = TASKS[task].solver_task
     cfg = cls.config_class.for_task(Task(st), Dataset.CIFAR10) if st else cls.config_class()
-    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+    return cfg.with_values(overrides) if overrides else cfg
 
 
 def solve_all(solver) -> np.ndarray:

@@ -8,7 +8,7 @@ of the solvers, so a whole grid of step sizes runs as one batch and one compiled
 Results (every grid point's PSNR/SSIM/LPIPS, the choice) go to
 ``benchmarks/results/tuning.json`` and ``tuning.md``; each (solver, task, parameter) entry is
 written as soon as it is done, and a rerun skips the entries already there. The chosen values
-become the solvers' ``Dataset.CIFAR10`` presets (see ``diffprior/solvers/presets.py``).
+become the solvers' ``Dataset.CIFAR10`` presets (see ``diffprior/solvers/tuned.py``).
 
 Usage::
 
@@ -29,13 +29,19 @@ from _common import RESULTS, solve_all, build_operator, image_keys, load_validat
 #: (solver name, parameter) -> grid. ``step_size`` runs as one batch.
 GRIDS = {
     ("ldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
+    ("ldps", "eta"): (0.0, 0.5, 1.0),
     ("ldir", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0),
     ("gmldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("psld", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("p2l", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("p2l", "prompt_lr"): (1e-3, 1e-2, 1e-1),
-    ("tvadmm", "lmbda"): (0.003, 0.01, 0.03, 0.1),
-    ("pnpadmm", "rho"): (0.05, 0.2, 1.0),
+    ("p2l", "prompt_shift_step"): (0.1, 0.3, 1.0, 3.0),  # zeta of Eqs. 18-19 (default: rho)
+    ("p2l", "projection_weight"): (0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
+    ("p2l", "projection_cg_iters"): (1, 5, 20),
+    ("gmldps", "fixed_point_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 25
+    ("psld", "gluing_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 26
+    ("tvadmm", "lmbda"): (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
+    ("pnpadmm", "rho"): (0.01, 0.02, 0.05, 0.2, 1.0),
 }
 #: ADMM iterations of the classic baselines (here and in paper_tables.py).
 CLASSIC_ITERS = {"tvadmm": 50, "pnpadmm": 30}
@@ -55,7 +61,8 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
     A = build_operator(task, val.images.shape[1:])
     y = measure(A, val.images, val.names)
     keys = image_keys(val.names)
-    grid = tuple(grid or GRIDS[(solver, param)])
+    default = GRIDS[(solver, param)]
+    grid = tuple(type(default[0])(v) for v in (grid or default))  # integer parameters stay integers
     rows, t0 = [], time.perf_counter()
     if solver in CLASSIC_ITERS:  # ADMM baselines: one run per value
         outs = [np.asarray(cls(y=y, A=A, maxiter=CLASSIC_ITERS[solver], **{param: float(v)}).solve()) for v in grid]
@@ -67,12 +74,11 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
                 num_steps=steps, config=dataclasses.replace(cfg, step_size=tuple(rho)), progress=True)
         x = solve_all(s)
         outs = [x[i * n:(i + 1) * n] for i in range(len(grid))]
-    else:  # prompt learning rate: one compile per value
+    else:  # any other value (static in the compiled program): one compile per value
         cfg = solver_config(cls, task, **base)
         outs = []
         for v in grid:
-            c = dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, lr=float(v)))
-            s = cls(y=y, A=A, prior=prior, key=keys, num_steps=steps, config=c, progress=True)
+            s = cls(y=y, A=A, prior=prior, key=keys, num_steps=steps, config=cfg.with_values({param: v}), progress=True)
             outs.append(solve_all(s))
     for v, x in zip(grid, outs):
         ok = np.all(np.isfinite(x), axis=(1, 2, 3))
@@ -126,18 +132,16 @@ def main(argv=None):
             for param in args.params:
                 if (solver, param) not in GRIDS:
                     continue
-                key = (solver, task, param, args.steps)
+                steps = 0 if solver in CLASSIC_ITERS else args.steps  # the ADMM baselines have no DDIM steps
+                key = (solver, task, param, steps)
                 done = [e for e in entries if (e["solver"], e["task"], e["param"], e["steps"]) == key]
                 if done and not args.redo:
                     print(f"skip {key}: chosen {done[0]['chosen']}")
                     continue
-                base = {}
-                if param != "step_size":  # use the step size chosen for this solver and task
-                    prev = [e for e in entries if (e["solver"], e["task"], e["param"], e["steps"])
-                            == (solver, task, "step_size", args.steps)]
-                    if prev:
-                        base["step_size"] = prev[0]["chosen"]
-                e = search(prior, tune, solver, task, param, args.steps, base, args.grid)
+                # the run uses the values already chosen for this solver and task (search step sizes first)
+                base = {e["param"]: e["chosen"] for e in entries
+                        if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param}
+                e = search(prior, tune, solver, task, param, steps, base, args.grid)
                 print(f"{solver} {task} {param}: " + ", ".join(f"{r['value']}: {r['lpips']:.4f}/{r['psnr']:.2f}dB"
                                                              for r in e["grid"]) + f" -> {e['chosen']}", flush=True)
                 entries = [x for x in entries if (x["solver"], x["task"], x["param"], x["steps"]) != key] + [e]

@@ -38,7 +38,7 @@ def _add_train(sub):
     v.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
     v.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
     v.add_argument("--init", default=None, metavar="RUN",
-                   help="start from the weights of another stage-1 run folder (with --decoder-only)")
+                   help="start from the weights of another stage-1 run folder (all weights, or the decoder with --decoder-only)")
     v.add_argument("--decoder-only", action="store_true",
                    help="train only the decoder; the encoder, hence the latents, stay unchanged")
     v.set_defaults(func=_train_vae)
@@ -50,6 +50,9 @@ def _add_train(sub):
     u.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
     u.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
     u.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    u.add_argument("--init", default=None, metavar="RUN",
+                   help="start from the UNet and text encoder of another stage-2 run folder (fine-tuning "
+                        "onto a changed autoencoder's latents)")
     u.set_defaults(func=_train_ldm)
     e = tsub.add_parser("export", help="write the trained prior as a diffusers-layout folder")
     e.add_argument("--vae", required=True, help="run folder of the trained autoencoder")
@@ -78,26 +81,19 @@ def _train_ldm(args):
     from .train.ldm import LDMTrainConfig, run_ldm
 
     cfg = _override(LDMTrainConfig(), steps=args.steps, batch_size=args.batch, seed=args.seed)
-    run_ldm(args.data, args.vae, args.out, cfg, max_steps=args.max_steps)
+    run_ldm(args.data, args.vae, args.out, cfg, max_steps=args.max_steps, init_from=args.init)
 
 
 def _train_export(args):
-    import json
-
-    from .train.export import export_prior
-
     from pathlib import Path
 
     from .train.card import write_card
+    from .train.export import export_prior, lineage
 
     path = export_prior(args.vae, args.ldm, args.out)
     commands = {}
-    runs = [args.vae, args.ldm]
-    meta = Path(args.vae) / "vae.json"
-    init = json.loads(meta.read_text()).get("init_from") if meta.is_file() else None
-    if init and Path(init["path"]).is_dir():  # the run the autoencoder was fine-tuned from
-        runs.insert(0, init["path"])
-    for run in runs:
+    runs = [st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm)) for st in lineage(run, name)]
+    for run in runs:  # every run of both stages, fine-tuning starts included
         f = Path(run) / "commands.txt"
         if f.is_file():
             commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})

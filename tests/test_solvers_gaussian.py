@@ -320,12 +320,33 @@ def test_itstat_table_and_callback(problem, capsys):
     assert "P2L: 100%" in capsys.readouterr().err
 
 
+def _flat_get(cfg, name):
+    for field in ("prompt", "projection"):
+        if name.startswith(field + "_"):
+            return getattr(getattr(cfg, field), name.removeprefix(field + "_"))
+    return getattr(cfg, name)
+
+
+def test_with_values_sets_nested_components_by_flat_name():
+    cfg = P2LConfig().with_values({"prompt_lr": 0.05, "prompt_shift_step": 0.2, "projection_weight": 0.3,
+                                   "projection_cg_iters": 9, "eta": 0.5, "step_size": 2.0})
+    assert (cfg.prompt.lr, cfg.prompt.shift_step, cfg.prompt.iters) == (0.05, 0.2, P2LConfig().prompt.iters)
+    assert (cfg.projection.weight, cfg.projection.cg_iters, cfg.projection.every) == (0.3, 9, 4)
+    assert (cfg.eta, cfg.step_size) == (0.5, 2.0)
+    assert GMLDPSConfig().with_values({"fixed_point_weight": 0.5}).fixed_point_weight == 0.5
+    with pytest.raises(TypeError):
+        LDPSConfig().with_values({"prompt_lr": 0.1})  # LDPS has no prompt tuning
+    with pytest.raises(TypeError):
+        dataclasses.replace(P2LConfig(), prompt=None).with_values({"prompt_lr": 0.1})
+
+
 def test_presets():
     for dataset in Dataset:
         for task in Task:
             cfg = P2L.preset(task, dataset)
             assert cfg.prompt.iters in (1, 3, 5) and cfg.projection.every in (3, 4, 5)
-            assert cfg.projection.weight == (0.1 if task is Task.INPAINT else 1.0)
+            if dataset is not Dataset.CIFAR10:
+                assert cfg.projection.weight == (0.1 if task is Task.INPAINT else 1.0)
     assert isinstance(P2LConfig.for_task(Task.DEBLUR_MOTION).update, AdamHistory)
     assert P2LConfig.for_task(Task.DEBLUR_MOTION).step_size == 0.1
     assert P2LConfig.for_task(Task.SR, Dataset.FFHQ, eta=0.3).eta == 0.3
@@ -340,7 +361,7 @@ def test_presets():
         cfg = {"LDPS": LDPSConfig, "P2L": P2LConfig, "LDIR": LDIRConfig, "GMLDPS": GMLDPSConfig,
                "PSLD": PSLDConfig}[solver].for_task(task, Dataset.CIFAR10)
         for k, v in values.items():
-            assert (getattr(cfg.prompt, k.removeprefix("prompt_")) if k.startswith("prompt_") else getattr(cfg, k)) == v
+            assert _flat_get(cfg, k) == v
     assert LDPSConfig.for_task(Task.INPAINT, Dataset.CIFAR10, eta=0.2).eta == 0.2
     assert type(P2LConfig.for_task(Task.DEBLUR_MOTION, Dataset.CIFAR10).update) is type(
         P2LConfig.for_task(Task.DEBLUR_MOTION).update)

@@ -1,5 +1,6 @@
 """Training pipeline: data readers, exact resume, export to a loadable diffusers folder."""
 
+import dataclasses
 import io
 import tarfile
 
@@ -201,3 +202,40 @@ def test_decoder_only_finetune_keeps_encoder(folder, tmp_path):
     changed = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)),
                                                                pa["decoder"], pf["decoder"]))
     assert any(changed)
+
+
+def test_ldm_finetune_from_another_run_onto_new_latents(folder, tmp_path):
+    """``init_from``: the UNet starts from another run's weights on a changed autoencoder's latents."""
+    from diffprior.train.card import describe_stages
+    from diffprior.train.export import lineage, load_ldm_state
+
+    vcfg = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2)
+    run_vae(str(folder), tmp_path / "vae", vcfg, TINY_VAE, progress=False)
+    run_vae(str(folder), tmp_path / "vae2", dataclasses.replace(vcfg, seed=1), progress=False,
+            init_from=str(tmp_path / "vae"))
+    cfg = LDMTrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, log_every=1, encode_batch=8)
+    run_ldm(str(folder), tmp_path / "vae", tmp_path / "a", cfg, progress=False, unet_config=TINY_UNET,
+            text_overrides=TINY_TEXT)
+    # architecture, tokenizer and weights come from run "a"; nothing trained yet
+    run_ldm(str(folder), tmp_path / "vae2", tmp_path / "ft", cfg, progress=False, max_steps=0,
+            init_from=tmp_path / "a")
+    _, _, sa, _ = load_ldm_state(tmp_path / "a")
+    _, _, s0, m0 = load_ldm_state(tmp_path / "ft")
+    assert m0["step"] == 0 and m0["init_from"]["step"] == 2
+    jax.tree_util.tree_map(np.testing.assert_array_equal, sa["ema"], s0["ema"])
+    assert (tmp_path / "ft" / "tokenizer" / "vocab.json").read_text() == (tmp_path / "a" / "tokenizer" /
+                                                                          "vocab.json").read_text()
+    assert not np.allclose(np.load(tmp_path / "a" / "latents.npz")["means"],
+                           np.load(tmp_path / "ft" / "latents.npz")["means"])  # the new autoencoder's latents
+    # resuming without --init keeps the architecture and the provenance, and trains
+    run_ldm(str(folder), tmp_path / "vae2", tmp_path / "ft", cfg, progress=False)
+    _, _, s1, m1 = load_ldm_state(tmp_path / "ft")
+    assert m1["step"] == 2 and m1["init_from"]["step"] == 2
+    assert not np.allclose(jax.tree_util.tree_leaves(s1["ema"])[0], jax.tree_util.tree_leaves(sa["ema"])[0])
+    stages = lineage(tmp_path / "ft", "ldm")
+    assert [st["steps"] for st in stages] == [2, 2]
+    assert [st["steps"] for st in lineage(tmp_path / "vae2", "vae")] == [2, 2]
+    text = describe_stages(lineage(tmp_path / "vae2", "vae"), "autoencoder")
+    assert text.startswith("2 steps") and "then all weights fine-tuned for 2 more steps" in text
+    with pytest.raises(FileNotFoundError, match="no UNet checkpoint"):
+        run_ldm(str(folder), tmp_path / "vae2", tmp_path / "x", cfg, progress=False, init_from=tmp_path / "vae")

@@ -104,11 +104,22 @@ class SamplerConfig:
         return cls()
 
     def with_values(self, values: dict) -> "SamplerConfig":
-        """A copy with fields replaced; ``prompt_lr`` / ``prompt_iters`` set the prompt tuning's."""
-        values = dict(values)
-        prompt = {k.removeprefix("prompt_"): values.pop(k) for k in ("prompt_lr", "prompt_iters") if k in values}
-        if prompt:
-            values["prompt"] = dataclasses.replace(self.prompt, **prompt)
+        """A copy with fields replaced, by flat names.
+
+        A name ``<field>_<attr>`` whose ``<field>`` is a nested component of the config sets
+        that component's attribute: ``prompt_lr``, ``prompt_iters``, ``prompt_shift_step``
+        (:class:`~diffprior.solvers.prompt.PromptTuning`), ``projection_weight``,
+        ``projection_every``, ``projection_cg_iters`` (the projection of P2L). Other names are
+        the config's own fields (``step_size``, ``eta``, ``fixed_point_weight``, ...).
+        """
+        values, nested = dict(values), {}
+        for name in list(values):
+            field, _, attr = name.partition("_")
+            sub = getattr(self, field, None) if attr else None
+            if dataclasses.is_dataclass(sub) and attr in {f.name for f in dataclasses.fields(sub)}:
+                nested.setdefault(field, {})[attr] = values.pop(name)
+        for field, attrs in nested.items():
+            values[field] = dataclasses.replace(getattr(self, field), **attrs)
         return dataclasses.replace(self, **values)
 
 

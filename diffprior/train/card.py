@@ -44,6 +44,21 @@ def quality_targets(q: dict) -> list:
             + [f"| {w} | {m} | {'yes' if ok else '**no**'} |" for w, m, ok in rows] + [""])
 
 
+def describe_stages(stages: list, what: str) -> str:
+    """One sentence for a chain of training runs (:func:`~diffprior.train.export.lineage`)."""
+
+    def hours(st):
+        return f" ({st['wall_s'] / 3600:.2f} h)" if st.get("wall_s") else ""
+
+    parts = [f"{stages[0]['steps']} steps{hours(stages[0])}"]
+    for st in stages[1:]:
+        how = ("the decoder alone fine-tuned (encoder frozen, so the latents are unchanged)" if st.get("decoder_only")
+               else "all weights fine-tuned" if what == "autoencoder"
+               else "fine-tuned on the latents of the autoencoder above")
+        parts.append(f"then {how} for {st['steps']} more steps{hours(st)}")
+    return ", ".join(parts)
+
+
 def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
                quality_json: str | Path | None = None, commands: dict | None = None) -> Path:
     """Write ``MODEL_CARD.md`` into ``prior_dir``; returns its path."""
@@ -57,10 +72,8 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
     vae_val = _last_row(vae_dir / "vae_log.csv", "val_psnr", info["vae_steps"])
     ldm_last = _last_row(ldm_dir / "ldm_log.csv", "loss", info["ldm_steps"])
     u, v, t = prior.unet.config, prior.vae.config, prior.text_encoder.config
-    init = info.get("vae_init") or {}
-    vae_stage = (f"{init['step']} steps" + (f" ({init['wall_s'] / 3600:.2f} h)" if init.get("wall_s") else "")
-                 + f", then {'the decoder alone (encoder frozen, so the latents are unchanged)' if info.get('vae_decoder_only') else 'all weights'} "
-                 f"fine-tuned for {info['vae_steps']} more steps" if init.get("step") else f"{info['vae_steps']} steps")
+    vae_stage = describe_stages(info.get("vae_stages") or [{"steps": info["vae_steps"]}], "autoencoder")
+    ldm_stage = describe_stages(info.get("ldm_stages") or [{"steps": info["ldm_steps"]}], "diffusion model")
     lines = [
         "# Model card: diffprior bundled CIFAR-10 latent diffusion prior", "",
         "A text-conditioned latent diffusion model with the Stable Diffusion v1.x architecture in",
@@ -89,12 +102,10 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         "",
         "## Training", "",
         f"- Autoencoder: {vae_stage}"
-        + (f", {info['vae_wall_s'] / 3600:.2f} h" if info.get("vae_wall_s") else "")
         + (f"; final loss {float(vae_last['loss']):.4f}" if vae_last else "")
         + (f"; validation PSNR during training {float(vae_val['val_psnr']):.2f} dB (256 images)" if vae_val else "")
         + ".",
-        f"- UNet + text encoder: {info['ldm_steps']} steps"
-        + (f", {info['ldm_wall_s'] / 3600:.2f} h" if info.get("ldm_wall_s") else "")
+        f"- UNet + text encoder: {ldm_stage}"
         + (f"; final loss (mean of last 50 steps) {float(ldm_last['loss']):.4f}" if ldm_last else "")
         + "; exported weights are the EMA (decay 0.999).",
         "- Hardware: 2 CPU cores (shared with other work), no accelerator.",

@@ -64,6 +64,31 @@ def load_ldm_state(ldm_dir: str | Path):
     return ucfg, tcfg, state, meta
 
 
+def lineage(run_dir: str | Path, name: str) -> list[dict]:
+    """The runs that produced the checkpoint ``<run_dir>/<name>.json``, oldest first.
+
+    Follows the ``init_from`` records of fine-tuning runs (``diffprior train ... --init``);
+    each entry is ``{"path", "steps", "wall_s", "decoder_only"}`` with the steps and wall time
+    of that run alone. A starting run whose folder is gone is described by the record kept
+    in its successor.
+    """
+    chain, path = [], Path(run_dir)
+    while True:
+        m = json.loads((path / f"{name}.json").read_text())
+        chain.insert(0, {"path": str(path.resolve()), "steps": m.get("step"), "wall_s": m.get("wall_s"),
+                         "decoder_only": bool(m.get("config", {}).get("decoder_only", False))})
+        init = m.get("init_from")
+        if not init:
+            return chain
+        path = Path(init["path"])
+        if not (path / f"{name}.json").is_file():
+            while init:  # the records alone
+                chain.insert(0, {"path": init["path"], "steps": init.get("step"), "wall_s": init.get("wall_s"),
+                                 "decoder_only": None})
+                init = init.get("init_from")
+            return chain
+
+
 def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> Path:
     """Assemble ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` from the two run folders."""
     from .ldm import load_vae
@@ -91,8 +116,7 @@ def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> P
     }, indent=2))
     (tmp / "training.json").write_text(json.dumps({
         "vae_steps": vae_meta["step"], "vae_wall_s": vae_meta.get("wall_s"),
-        "vae_decoder_only": bool(vae_meta.get("config", {}).get("decoder_only", False)),
-        "vae_init": vae_meta.get("init_from"),
+        "vae_stages": lineage(vae_dir, "vae"), "ldm_stages": lineage(ldm_dir, "ldm"),
         "ldm_steps": meta["step"], "ldm_wall_s": meta.get("wall_s"),
         "scaling_factor": meta["scaling_factor"], "templates": meta["templates"],
         "caption_drop": meta["caption_drop"],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -153,7 +154,7 @@ def load_vae(vae_dir: str | Path):
 
 def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrainConfig(),
             progress: bool = True, max_steps: int | None = None, unet_config: UNetConfig | None = None,
-            text_overrides: dict | None = None) -> Path:
+            text_overrides: dict | None = None, init_from: str | Path | None = None) -> Path:
     """Train (or resume) the UNet and text encoder on the frozen autoencoder's latents.
 
     Args:
@@ -167,6 +168,10 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
         unet_config: UNet architecture (default :func:`bundled_unet_config`); its
             ``cross_attention_dim`` is set to the text encoder's width.
         text_overrides: fields replacing those of :func:`bundled_text_config`.
+        init_from: another stage-2 run folder whose UNet and text encoder (weights, EMA,
+            tokenizer, architecture) start this run, with a fresh optimiser and step count: to
+            fine-tune the diffusion model onto the latents of a changed autoencoder. Ignored
+            when ``out_dir`` already holds a checkpoint (the run then resumes).
     """
     from tqdm.auto import tqdm
 
@@ -191,6 +196,19 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
     labels = np.concatenate([train.labels, train.labels])
 
     tok_dir = out / "tokenizer"
+    init_meta = own_meta = None
+    if (out / "ldm.json").is_file():  # resuming: the run's own architecture and provenance
+        own_meta = json.loads((out / "ldm.json").read_text())
+    elif init_from is not None:
+        if not (Path(init_from) / "ldm.json").is_file():
+            raise FileNotFoundError(f"{init_from}: no UNet checkpoint (ldm.msgpack/ldm.json) to start from")
+        init_meta = json.loads((Path(init_from) / "ldm.json").read_text())
+        if not (tok_dir / "vocab.json").is_file():  # same vocabulary, so the same token ids
+            shutil.copytree(Path(init_from) / "tokenizer", tok_dir, dirs_exist_ok=True)
+    arch = own_meta or init_meta
+    if arch is not None:
+        unet_config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch["unet"].items()})
+        text_overrides = arch["text"]
     words = set(EXTRA_WORDS) | {w for c in train.classes for w in c.split()}
     if not (tok_dir / "vocab.json").is_file():
         save_tokenizer(tok_dir, sorted(words), MAX_TOKENS)
@@ -218,6 +236,9 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
     ckpt = out / "ldm"
     if checkpoint.exists(ckpt):
         state, _ = checkpoint.restore(ckpt, state)
+    elif init_meta is not None:
+        start, _ = checkpoint.restore(Path(init_from) / "ldm", state)
+        state = dict(state, params=start["params"], ema=start["ema"])
     step0 = int(state["step"])
     train_step = make_step(unet, text, tx, schedule, cfg.ema_decay)
     log = CSVLog(out / "ldm_log.csv", ["step", "loss", "lr", "wall_s"])
@@ -227,6 +248,11 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
             "text": dataclasses.asdict(text_cfg), "vae": dataclasses.asdict(vae_cfg),
             "scaling_factor": scale, "n_train": len(train), "templates": TEMPLATES,
             "caption_drop": CAPTION_DROP}
+    if init_meta is not None:  # provenance of the starting weights (for the model card)
+        meta["init_from"] = {"path": str(Path(init_from).resolve()), "step": init_meta.get("step"),
+                             "wall_s": init_meta.get("wall_s"), "init_from": init_meta.get("init_from")}
+    elif own_meta is not None and own_meta.get("init_from"):
+        meta["init_from"] = own_meta["init_from"]
 
     def save(step):
         state["wall"] = timer.total
