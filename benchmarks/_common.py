@@ -64,8 +64,11 @@ def _file_number(name: str) -> int:
 
 
 def tuning_set(val: Validation) -> Validation:
-    """Files 4995-4999 of every class (50 images), reserved for hyperparameter searches."""
-    return val.subset([i for i, n in enumerate(val.names) if _file_number(n) in TUNING_FILES])
+    """Files 4995-4999 of every class (50 images), reserved for hyperparameter searches,
+    interleaved by class (file 4995 of every class, then 4996, ...), so that the first ``n``
+    cover the classes evenly."""
+    return val.subset(sorted((i for i, n in enumerate(val.names) if _file_number(n) in TUNING_FILES),
+                             key=lambda i: (_file_number(val.names[i]), val.labels[i])))
 
 
 def evaluation_set(val: Validation, n: int) -> Validation:
@@ -136,9 +139,9 @@ def run_latent(cls, config, y, A, prior, keys, steps: int, prompt=None, batch: i
 
 
 def nfe_per_image(config, steps: int) -> int:
-    """UNet evaluations per image: one VJP per step plus ``K`` per step with prompt tuning."""
-    k = getattr(getattr(config, "prompt", None), "iters", 0) or 0
-    return steps * (1 + k)
+    """UNet evaluations per image: one VJP per step plus ``K`` per prompt-tuning step."""
+    pt = getattr(config, "prompt", None)
+    return steps + (pt.iters * pt.tuned_steps(steps) if pt is not None else 0)
 
 
 def scores(x: np.ndarray, gt: np.ndarray) -> dict:

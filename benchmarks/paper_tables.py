@@ -19,13 +19,19 @@ on separate tuning images; nothing is selected against the ground truth):
   prompt tuning), ``p2l`` (both), ``p2l-gluing`` (PSLD-style gluing instead of the proximal
   projection).
 
+Tables run on the paper's tasks (``TABLE_TASKS``): Table 1 on ``sr4-avg`` and
+``inpaint-random`` (the paper: SR and 80 % random inpainting), Tables 2-3 on all five, the
+Table 5 ablation on ``sr4-avg`` (the paper: FFHQ SR); ``--all-tasks`` runs every table on every
+task.
+
 Each (method, task) runs in batches; every finished batch is appended to
 ``OUT/records.csv`` (per image: PSNR, SSIM, LPIPS, UNet evaluations, wall seconds per image,
 peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
 (``summary.csv``, ``summary.md``: mean and standard error) and the figure
 (``examples.png``: the first images of each task) are rebuilt from the records at the end.
-``--speed`` adds P2L runs with fewer steps and smaller K for the cost/quality curve
-(``speed.png``).
+``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
+steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
+and the cheapest setting within one standard error of the longest run (``speed.md``).
 
 Usage (the documented subset; measured: 41 minutes on 2 CPU cores as two processes, one per
 core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur --speed``, the second with
@@ -55,6 +61,9 @@ TABLES = {
     "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
     "table5": ("ldps", "p2l-prompt-only", "p2l-proj-only", "p2l", "p2l-gluing"),
 }
+#: The tasks of each table, as in the paper: Table 1 on SR and 80 % random inpainting, Tables
+#: 2-3 on every task, the Table 5 ablation on SR (``--all-tasks`` runs every table on every task).
+TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table5": ("sr4-avg",)}
 FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "compile_s",
           "peak_rss_mb"]
 EXAMPLES = 4  # images per task kept for the figure
@@ -248,32 +257,52 @@ def figure(out: Path, val, ys, methods) -> None:
     plt.close(fig)
 
 
+def speed_settings(steps: int) -> list:
+    """P2L's (steps, K, prompt-tuning period) settings of the cost/quality curve; the first,
+    twice the benchmark's steps with the preset's K, is the reference ("longest run")."""
+    half = max(5, steps // 2)
+    return [(2 * steps, 3, 1), (steps, 3, 1), (steps, 1, 1), (steps, 3, 2), (steps, 3, 4), (half, 3, 1), (half, 1, 1)]
+
+
+def speed_name(steps: int, k: int, every: int) -> str:
+    return f"p2l-s{steps}-k{k}" + (f"-e{every}" if every > 1 else "")
+
+
 def speed_curve(prior, val, task, A, y, out: Path, done: set, batch: int, settings) -> None:
-    """P2L at (steps, K) settings, recorded as method ``p2l-s<steps>-k<K>``."""
+    """P2L at (steps, K, period) settings, recorded as method :func:`speed_name`."""
     import diffprior.solvers as S
 
-    for steps, k in settings:
-        cfg = solver_config(S.P2L, task)
-        cfg = dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, iters=k))
-        run_method(prior, f"p2l-s{steps}-k{k}", task, val, A, y, steps, batch, out, done, spec=(S.P2L, cfg, None))
+    for steps, k, every in settings:
+        cfg = solver_config(S.P2L, task, prompt_iters=k, prompt_every=every)
+        run_method(prior, speed_name(steps, k, every), task, val, A, y, steps, batch, out, done,
+                   spec=(S.P2L, cfg, None))
 
 
-def plot_speed(out: Path, task: str) -> None:
+def plot_speed(out: Path, task: str, steps: int) -> None:
+    """``speed.png`` (LPIPS vs wall time per image) and ``speed.md``: each P2L setting's cost and
+    quality, and the cheapest one within one standard error of the reference (longest) run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [r for r in _read_records(out / "records.csv") if r["task"] == task and r["method"].startswith(("p2l-s", "ldps"))]
+    recs = [r for r in _read_records(out / "records.csv") if r["task"] == task
+            and (r["method"].startswith("p2l-s") or r["method"] == "ldps" and int(r["steps"]) == steps)]
     groups = {}
     for r in recs:
-        groups.setdefault((r["method"], r["steps"]), []).append(r)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for (m, s), rs in sorted(groups.items()):
-        t = np.mean([float(r["seconds"]) for r in rs])
+        groups.setdefault((r["method"], int(r["steps"])), []).append(r)
+    if not groups:
+        return
+    stats = {}
+    for key, rs in groups.items():
         lp = np.array([float(r["lpips"]) for r in rs])
-        ax.errorbar(t, lp.mean(), yerr=se(lp), fmt="o" if m.startswith("p2l") else "s", capsize=2)
-        ax.annotate(m if m.startswith("p2l") else f"{m} ({s} steps)", (t, lp.mean()), fontsize=6)
+        lp = lp[np.isfinite(lp)]
+        stats[key] = {"n": len(lp), "lpips": float(lp.mean()), "se": se(lp),
+                      "seconds": float(np.mean([float(r["seconds"]) for r in rs])), "nfe": int(rs[0]["nfe"])}
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for (m, s_), st in sorted(stats.items()):
+        ax.errorbar(st["seconds"], st["lpips"], yerr=st["se"], fmt="o" if m.startswith("p2l") else "s", capsize=2)
+        ax.annotate(m if m.startswith("p2l") else f"{m} ({s_} steps)", (st["seconds"], st["lpips"]), fontsize=6)
     ax.set_xscale("log")
     ax.set_xlabel("wall seconds per image, solving only")
     ax.set_ylabel("LPIPS (lower is better)")
@@ -281,6 +310,28 @@ def plot_speed(out: Path, task: str) -> None:
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=120)
     plt.close(fig)
+
+    ref_key = (speed_name(*speed_settings(steps)[0]), speed_settings(steps)[0][0])
+    lines = [f"# P2L cost and quality on {task}", "",
+             "Produced by `python benchmarks/paper_tables.py --speed`. Settings `p2l-s<steps>-k<K>[-e<m>]`: "
+             "DDIM steps, prompt-tuning iterations K, prompt tuned every m-th step. Mean LPIPS ± standard error; "
+             "seconds per image, solving only.", "",
+             "| setting | n | LPIPS | s/img | UNet evaluations | within 1 s.e. of the reference |", "|---|---|---|---|---|---|"]
+    ref = stats.get(ref_key)
+    for (m, s_), st in sorted(stats.items(), key=lambda kv: -kv[1]["seconds"]):
+        ok = "" if ref is None or not m.startswith("p2l") else ("reference" if (m, s_) == ref_key
+                                                                  else "yes" if st["lpips"] <= ref["lpips"] + ref["se"] else "no")
+        lines.append(f"| {m if m.startswith('p2l') else f'{m} ({s_} steps)'} | {st['n']} | {st['lpips']:.4f} ± {st['se']:.4f} "
+                     f"| {st['seconds']:.2f} | {st['nfe']} | {ok} |")
+    if ref is not None:
+        good = [(st["seconds"], m) for (m, s_), st in stats.items()
+                if m.startswith("p2l") and st["lpips"] <= ref["lpips"] + ref["se"]]
+        if good:
+            secs, m = min(good)
+            lines += ["", f"Cheapest setting within one standard error of the reference `{ref_key[0]}` "
+                      f"({ref['lpips']:.4f} ± {ref['se']:.4f}): **`{m}`**, {secs:.2f} s per image "
+                      f"({ref['seconds'] / secs:.1f}x cheaper)."]
+    (out / "speed.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -292,6 +343,9 @@ def main(argv=None):
     p.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--speed", action="store_true", help="also run the P2L cost/quality curve on sr4-avg")
+    p.add_argument("--speed-n", type=int, default=50, help="images of the cost/quality curve (the first of --n)")
+    p.add_argument("--all-tasks", action="store_true", help="run every table on every task (default: the paper's "
+                   "tasks per table, TABLE_TASKS)")
     p.add_argument("--out", default=str(RESULTS / "paper_tables"))
     args = p.parse_args(argv)
 
@@ -308,12 +362,12 @@ def main(argv=None):
         A = build_operator(task, val.images.shape[1:])
         y = measure(A, val.images, val.names)
         ys[task] = y
-        for m in methods:
+        for m in dict.fromkeys(m for t in args.tables for m in TABLES[t] if args.all_tasks or task in TABLE_TASKS[t]):
             run_method(prior, m, task, val, A, y, args.steps, args.batch, out, done)
         if args.speed and task == "sr4-avg":
-            speed_curve(prior, val, task, A, y, out, done, args.batch,
-                        [(args.steps, 1), (args.steps, 3), (max(5, args.steps // 2), 3), (max(5, args.steps // 2), 1)])
-            plot_speed(out, task)
+            sub = val.subset(np.arange(min(args.speed_n, len(val.names))))
+            speed_curve(prior, sub, task, A, y[:len(sub.names)], out, done, args.batch, speed_settings(args.steps))
+            plot_speed(out, task, args.steps)
     rows = summarize(out, args.steps)
     figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "tv-admm", "p2l") if m in methods])
     print((out / "summary.md").read_text())

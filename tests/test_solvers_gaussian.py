@@ -126,6 +126,25 @@ def test_p2l_residual_below_ldps_on_the_same_key(problem):
     assert np.all(p2l.history().projected[-1])  # the last step projects
 
 
+def test_less_frequent_prompt_tuning(problem):
+    """``PromptTuning(every=m)`` tunes at steps 0, m, 2m, ... and keeps the embedding in between."""
+    prior, A, _, y = problem
+    embs = []
+    cfg = _p2l_config(prior, prompt=PromptTuning(iters=2, lr=1e-2, every=3))
+    s = P2L(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, chunk_size=1, config=cfg)
+    for _ in range(STEPS):
+        s.advance(1)
+        embs.append(np.asarray(s.state.emb))
+    tuned = np.arange(STEPS) % 3 == 0
+    res = s.history().prompt_residual  # (steps, N, K)
+    assert np.all(np.isfinite(res[tuned])) and np.all(np.isnan(res[~tuned]))
+    for i in range(1, STEPS):
+        assert np.array_equal(embs[i], embs[i - 1]) != tuned[i]
+    assert cfg.prompt.tuned_steps(STEPS) == tuned.sum()
+    with pytest.raises(ValueError, match="every"):
+        PromptTuning(every=0)
+
+
 # ----------------------------------------------------------------------------- every solver, batch, jit
 @pytest.mark.parametrize("cls,config", [
     (P2L, None), (LDPS, LDPSConfig(step_size=0.3)), (GMLDPS, GMLDPSConfig(step_size=0.3)),

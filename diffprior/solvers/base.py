@@ -466,7 +466,7 @@ class Solver:
 
 
 def _mean_ok(values, status) -> float:
-    ok = np.asarray(status) == Status.OK
+    ok = (np.asarray(status) == Status.OK) & np.isfinite(values)  # NaN: no value this step (e.g. no prompt tuning)
     return float(np.mean(np.asarray(values)[ok])) if ok.any() else float("nan")
 
 

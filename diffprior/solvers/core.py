@@ -167,7 +167,15 @@ class Plan:
 
         emb = state.emb
         if self.prompt is not None:
-            emb, prompt_res = self.prompt.tune(prior, fwd, y, state.z, t, emb, data.step_size, self.loss)
+            pt = self.prompt
+
+            def tune():
+                return pt.tune(prior, fwd, y, state.z, t, emb, data.step_size, self.loss)
+
+            def keep():  # a step without tuning: no residuals to report (NaN)
+                return emb, jnp.full((n, pt.iters), jnp.nan, jnp.float32)
+
+            emb, prompt_res = tune() if pt.every == 1 else lax.cond(pt.tunes_at(i), tune, keep)
         else:
             prompt_res = jnp.zeros((n, 0), jnp.float32)
 

@@ -55,12 +55,16 @@ class PromptTuning:
             the stand-in elsewhere).
         shift_step: :math:`\\zeta` of Eqs. 18-19 (value not given in the paper: TBD);
             ``None`` uses the solver's per-sample step size :math:`\\rho`.
+        every: tune at every ``every``-th reverse step only (counted from the first, which
+            always tunes), keeping the embedding in between: a cheaper P2L (the paper tunes at
+            every step, ``every=1``). Steps that do not tune cost no prompt VJPs.
         b1, b2: Adam betas (defaults).
     """
 
     iters: int = 3
     lr: float = 1e-3
     shift_step: float | None = None
+    every: int = 1
     b1: float = 0.9
     b2: float = 0.999
 
@@ -69,6 +73,16 @@ class PromptTuning:
             raise ValueError(f"PromptTuning.iters must be >= 1 (use prompt=None to turn tuning off), got {self.iters}")
         if not self.lr > 0:
             raise ValueError(f"PromptTuning.lr must be > 0, got {self.lr}")
+        if self.every < 1:
+            raise ValueError(f"PromptTuning.every must be >= 1, got {self.every}")
+
+    def tunes_at(self, i):
+        """Whether reverse step ``i`` (0-based, traced or not) tunes the prompt."""
+        return i % self.every == 0
+
+    def tuned_steps(self, num_steps: int) -> int:
+        """How many of ``num_steps`` reverse steps tune the prompt."""
+        return -(-num_steps // self.every)
 
     def tune(self, prior, fwd: Forward, y, z_t, t, emb, step_size, loss: Loss):
         """Run the K iterations; return ``(c*, residuals)``.
