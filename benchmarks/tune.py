@@ -107,6 +107,23 @@ def to_markdown(entries: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _store(out, key, entry) -> list:
+    """Add ``entry`` to the results file (re-read under a lock, so that searches may run in
+    several processes at once) and rewrite ``tuning.md``; returns all entries."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = json.loads(out.read_text()) if out.exists() else []
+        entries = [x for x in entries if (x["solver"], x["task"], x["param"], x["steps"]) != key] + [entry]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=1))
+        tmp.replace(out)
+        (out.parent / "tuning.md").write_text(to_markdown(entries))
+    return entries
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="CIFAR-10 archive (default ../shared/data/cifar10/train.tar.gz)")
@@ -144,10 +161,7 @@ def main(argv=None):
                 e = search(prior, tune, solver, task, param, steps, base, args.grid)
                 print(f"{solver} {task} {param}: " + ", ".join(f"{r['value']}: {r['lpips']:.4f}/{r['psnr']:.2f}dB"
                                                              for r in e["grid"]) + f" -> {e['chosen']}", flush=True)
-                entries = [x for x in entries if (x["solver"], x["task"], x["param"], x["steps"]) != key] + [e]
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(entries, indent=1))
-                (RESULTS / "tuning.md").write_text(to_markdown(entries))
+                entries = _store(out, key, e)
 
 
 if __name__ == "__main__":

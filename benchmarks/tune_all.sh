@@ -3,7 +3,8 @@
 # order: a later search runs with the values chosen by the earlier ones for the same solver
 # and task. Results accumulate in benchmarks/results/tuning.{json,md}; an interrupted run
 # resumes (entries already there are skipped; add --redo to a line to recompute it).
-# About 2.5 hours on one CPU core; e.g. `taskset -c 0 bash benchmarks/tune_all.sh`.
+# About 2 hours on one CPU core (P2L costs about six LDPS runs, so its searches use 10 images
+# and the tasks where a value is unreadable or operator-scale dependent); e.g. `taskset -c 0 bash benchmarks/tune_all.sh`.
 set -euo pipefail
 cd "$(dirname "$0")"
 T="python tune.py ${TUNE_ARGS:-}"
@@ -11,9 +12,9 @@ ALL="sr4-avg gauss-deblur motion-deblur inpaint-freeform inpaint-random"
 $T --solvers tvadmm --params lmbda --tasks $ALL
 $T --solvers pnpadmm --params rho --tasks $ALL --n 10
 $T --solvers ldps --params step_size eta --tasks $ALL
-$T --solvers gmldps --params fixed_point_weight --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform
-$T --solvers psld --params gluing_weight --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform
+$T --solvers gmldps --params fixed_point_weight --tasks sr4-avg inpaint-freeform
+$T --solvers psld --params gluing_weight --tasks sr4-avg inpaint-freeform
 $T --solvers p2l --params step_size prompt_lr --tasks sr4-avg --n 10
 $T --solvers p2l --params step_size --tasks inpaint-freeform --n 10
-$T --solvers p2l --params projection_weight --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform --n 10
+$T --solvers p2l --params projection_weight --tasks sr4-avg gauss-deblur --n 10
 $T --solvers p2l --params prompt_shift_step projection_cg_iters --tasks sr4-avg --n 10
