@@ -33,11 +33,14 @@ peak RSS during the batch), so an interrupted run resumes where it stopped. The 
 steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
 and the cheapest setting within one standard error of the longest run (``speed.md``).
 
-Usage (the documented subset; measured: 41 minutes on 2 CPU cores as two processes, one per
-core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur --speed``, the second with
-``--tasks inpaint-freeform inpaint-random``; both may share one ``--out``)::
+Usage (the documented subset, every table on every task; measured: 41 minutes on 2 CPU cores
+as two processes, one per core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur
+--speed``, the second with ``--tasks inpaint-freeform inpaint-random``; both may share one
+``--out``. That measurement predates the speed curve's 2x-steps reference and its
+prompt-period settings, which add about 10 x (19 + 2 x 5) s, 5 minutes, of one core at the
+per-image costs measured then)::
 
-    python benchmarks/paper_tables.py --n 10 --steps 25 --speed --out benchmarks/results/paper_tables_n10
+    python benchmarks/paper_tables.py --n 10 --steps 25 --speed --all-tasks --out benchmarks/results/paper_tables_n10
 """
 
 from __future__ import annotations

@@ -30,18 +30,19 @@ from _common import RESULTS, solve_all, build_operator, image_keys, load_validat
 GRIDS = {
     ("ldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("ldps", "eta"): (0.0, 0.5, 1.0),
+    ("p2l", "eta"): (0.0, 0.5, 1.0),
     ("ldir", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0),
     ("gmldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("psld", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
-    ("p2l", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
+    ("p2l", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),  # plain gradient (GD) presets
     ("p2l", "prompt_lr"): (1e-3, 1e-2, 1e-1),
     ("p2l", "prompt_shift_step"): (0.3, 1.0, 3.0),  # zeta of Eqs. 18-19 (default: rho)
-    ("p2l", "projection_weight"): (0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
+    ("p2l", "projection_weight"): (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
     ("p2l", "projection_cg_iters"): (1, 5, 20),
     ("gmldps", "fixed_point_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 25
     ("psld", "gluing_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 26
     ("tvadmm", "lmbda"): (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
-    ("pnpadmm", "rho"): (0.01, 0.02, 0.05, 0.2, 1.0),
+    ("pnpadmm", "rho"): (0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 1.0),
 }
 #: ADMM iterations of the classic baselines (here and in paper_tables.py).
 CLASSIC_ITERS = {"tvadmm": 50, "pnpadmm": 30}

@@ -22,7 +22,7 @@ SETTINGS = ("PRIOR", "STEPS", "N_IMAGES")
 TINY = {"PRIOR": str(TINY_PRIOR), "STEPS": 2, "N_IMAGES": 1}
 #: Extra shortened settings of individual notebooks.
 EXTRA = {
-    "05_p2l_vs_admm.ipynb": {"ADMM_ITERS": 3, "TV_LAMBDAS": (1e-3,), "PNP_RHOS": (0.01,)},
+    "05_p2l_vs_admm.ipynb": {"ADMM_ITERS": 3},
 }
 
 

@@ -386,3 +386,26 @@ def test_presets():
         P2LConfig.for_task(Task.DEBLUR_MOTION).update)
     cfg = dataclasses.replace(P2LConfig(), projection=GluingProjection(every=2), prompt=None)  # Table 5 ablation
     assert cfg.prompt is None
+
+
+def test_tuned_presets_are_the_searched_values():
+    """``diffprior.solvers.tuned`` holds the values ``benchmarks/tune.py`` chose (results file in
+    the repository): for each solver task, the search on its primary benchmark task."""
+    import json
+    from pathlib import Path
+
+    from diffprior.commands.tasks import TASKS
+    from diffprior.solvers.tuned import TUNED
+
+    entries = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "tuning.json").read_text())
+    primary = {"sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform"}
+    names = {"ldps": "LDPS", "gmldps": "GMLDPS", "psld": "PSLD", "ldir": "LDIR", "p2l": "P2L", "tvadmm": "TVADMM",
+             "pnpadmm": "PnPADMM"}
+    checked = 0
+    for e in entries:
+        if e["task"] not in primary:
+            continue
+        key = (names[e["solver"]], Task(TASKS[e["task"]].solver_task))
+        assert TUNED[key][e["param"]] == pytest.approx(e["chosen"]), (key, e["param"])
+        checked += 1
+    assert checked >= 10
