@@ -3,8 +3,8 @@
 # order: a later search runs with the values chosen by the earlier ones for the same solver
 # and task. Results accumulate in benchmarks/results/tuning.{json,md}; an interrupted run
 # resumes (entries already there are skipped; add --redo to a line to recompute it).
-# About 2 hours on one CPU core (P2L costs about six LDPS runs, so its searches use 10 images
-# and the tasks where a value is unreadable or operator-scale dependent); e.g. `taskset -c 0 bash benchmarks/tune_all.sh`.
+# About 2.4 hours of one CPU core in all (measured: the sum of the `seconds` of every entry; P2L
+# costs about six LDPS runs, so its searches use 10 images and only the tasks listed); e.g. `taskset -c 0 bash benchmarks/tune_all.sh`.
 set -euo pipefail
 cd "$(dirname "$0")"
 T="python tune.py ${TUNE_ARGS:-}"

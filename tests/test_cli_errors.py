@@ -240,3 +240,16 @@ def test_compilation_cache_folder_and_opt_out(tmp_path, monkeypatch):
         assert jax.config.jax_compilation_cache_dir == str(folder)
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_training_folder_in_use_is_a_clear_error(tmp_path, capsys):
+    from diffprior.train.common import RunLock
+
+    lock = RunLock(tmp_path / "run")
+    try:
+        code = main(["train", "ldm", "--data", str(tmp_path / "data"), "--vae", str(tmp_path / "vae"),
+                     "--out", str(tmp_path / "run")])
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert code == 2 and "in use by another training process" in err and "internal error" not in err

@@ -28,7 +28,7 @@ bundled prior of this commit (autoencoder 1300 + 2400 decoder-only steps, UNet 4
 Where the choice is a grid edge the results say so: TV-ADMM's weight for deblurring (LPIPS
 flat below 1e-3: the 50 iterations regularise), PnP-ADMM's penalty (LPIPS still falling at
 0.002 while PSNR peaks at 0.005), P2L's :math:`\\lambda` (smaller was better throughout the
-grid: 0.03 for SR, where that grid stopped; 0.003 for Gaussian deblurring, flat from 0.01).
+grid: 0.03 for SR, where that grid stopped; 0.003 for deblurring, flat from 0.01).
 
 ``P2LConfig.for_task(task, Dataset.CIFAR10)`` (and the same for the other solvers) applies
 these values on top of the ImageNet preset.
@@ -62,7 +62,7 @@ TUNED: dict = {
     ("P2L", _SR): {"step_size": 0.3, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.03,
                    "prompt_shift_step": 0.3, "projection_cg_iters": 1, "eta": 1.0},
     ("P2L", _GAUSS): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.003},
-    ("P2L", _MOTION): {"prompt_lr": _P2L_PROMPT_LR},
+    ("P2L", _MOTION): {"step_size": 0.03, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.003},
     ("P2L", _INPAINT): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR},
     # TV-ADMM's weight (50 ADMM iterations)
     ("TVADMM", _SR): {"lmbda": 0.003},

@@ -100,7 +100,7 @@ class RunLock:
             fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._f.close()
-            raise RuntimeError(f"{folder} is in use by another training process") from None
+            raise BlockingIOError(f"{folder} is in use by another training process (let it finish or stop it first)") from None
 
     def release(self):
         import fcntl
