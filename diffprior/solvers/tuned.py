@@ -58,7 +58,8 @@ TUNED: dict = {
     ("PSLD", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "gluing_weight": 0.1},
     # P2L: every step size searched; lambda on the deblurring tasks and SR (inpainting keeps
     # Table 6's 0.1); zeta, CG iterations and eta on SR (for average pooling the CG residual
-    # lies in one eigenspace of A^T A + lambda I, so one iteration is exact)
+    # lies in one eigenspace of A^T A + lambda I, so one iteration is exact; other SR operators,
+    # e.g. bicubic, may want more: projection_cg_iters=5)
     ("P2L", _SR): {"step_size": 0.3, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.03,
                    "prompt_shift_step": 0.3, "projection_cg_iters": 1, "eta": 1.0},
     ("P2L", _GAUSS): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.003},
