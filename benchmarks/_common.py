@@ -59,6 +59,22 @@ def load_validation(data: str | Path = DEFAULT_DATA) -> Validation:
                       tuple(np.asarray(val.names)[order]))
 
 
+def prior_fingerprint(path: str | Path | None = None) -> str:
+    """A short identifier of a prior's weights: the first 12 hex digits of the SHA-256 of its
+    UNet and autoencoder weight files (default: the bundled prior). Results record it, so a
+    figure says which weights it came from."""
+    import hashlib
+
+    from diffprior import bundled_path
+
+    root = Path(path) if path is not None else bundled_path()
+    h = hashlib.sha256()
+    for part in ("unet", "vae"):
+        for f in sorted((root / part).glob("*.safetensors")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _file_number(name: str) -> int:
     return int(Path(name).stem)
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from _common import RESULTS, solve_all, build_operator, image_keys, load_validation, measure, scores, se, solver_config, tuning_set
+from _common import RESULTS, prior_fingerprint, solve_all, build_operator, image_keys, load_validation, measure, scores, se, solver_config, tuning_set
 
 #: (solver name, parameter) -> grid. ``step_size`` runs as one batch.
 GRIDS = {
@@ -89,17 +89,20 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
     valid = [r for r in rows if r["failed"] == 0] or rows
     best = min(valid, key=lambda r: r["lpips"])
     return {"solver": solver, "task": task, "param": param, "steps": steps, "n_images": len(y), "base": base,
-            "grid": rows, "chosen": best["value"], "seconds": time.perf_counter() - t0}
+            "grid": rows, "chosen": best["value"], "seconds": time.perf_counter() - t0,
+            "prior": None if solver in CLASSIC_ITERS else prior_fingerprint()}
 
 
 def to_markdown(entries: list) -> str:
     lines = ["# Hyperparameter search on the tuning images (bundled prior)", "",
              "Produced by `python benchmarks/tune.py`. Tuning images: files 4995-4999 of every CIFAR-10",
              "validation class (never used by the other benchmarks); sigma = 0.005; the value with the",
-             "lowest mean LPIPS is chosen (failed samples disqualify a value).", ""]
+             "lowest mean LPIPS is chosen (failed samples disqualify a value). `prior`: the weights the",
+             "search ran on (`benchmarks/_common.py:prior_fingerprint`; entries without one predate it).", ""]
     for e in entries:
         lines += [f"## {e['solver']} / {e['task']} / {e['param']} ({e['steps']} steps, {e['n_images']} images"
-                  + (f", with {e['base']}" if e["base"] else "") + f"): chosen **{e['chosen']}**", "",
+                  + (f", with {e['base']}" if e["base"] else "")
+                  + (f", prior `{e['prior']}`" if e.get("prior") else "") + f"): chosen **{e['chosen']}**", "",
                   "| value | PSNR | SSIM | LPIPS | failed |", "|---|---|---|---|---|"]
         for r in e["grid"]:
             lines.append(f"| {r['value']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.4f} ± {r['lpips_se']:.4f} "
