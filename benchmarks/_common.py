@@ -60,19 +60,11 @@ def load_validation(data: str | Path = DEFAULT_DATA) -> Validation:
 
 
 def prior_fingerprint(path: str | Path | None = None) -> str:
-    """A short identifier of a prior's weights: the first 12 hex digits of the SHA-256 of its
-    UNet and autoencoder weight files (default: the bundled prior). Results record it, so a
-    figure says which weights it came from."""
-    import hashlib
-
+    """:func:`diffprior.prior.weights_fingerprint` of a prior folder (default: the bundled prior)."""
     from diffprior import bundled_path
+    from diffprior.prior import weights_fingerprint
 
-    root = Path(path) if path is not None else bundled_path()
-    h = hashlib.sha256()
-    for part in ("unet", "vae"):
-        for f in sorted((root / part).glob("*.safetensors")):
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+    return weights_fingerprint(path if path is not None else bundled_path())
 
 
 def _file_number(name: str) -> int:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _common import RESULTS, scores, se
+from _common import RESULTS, prior_fingerprint, scores, se
 
 
 def _summary(a) -> dict:
@@ -154,7 +154,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.PRNGKey(0)
-    results = {"prior": args.prior or "bundled", "n_validation": len(val), "sigma": 0.005}
+    results = {"prior": args.prior or "bundled", "fingerprint": prior_fingerprint(args.prior),
+               "n_validation": len(val), "sigma": 0.005}
     if "vae" not in args.skip:
         results["vae_psnr"] = _summary(vae_psnr(prior, images))
         print(f"VAE PSNR: {results['vae_psnr']['mean']:.2f} dB")
@@ -182,7 +183,9 @@ def main(argv=None):
 
 def to_markdown(r: dict) -> str:
     lines = ["# Bundled prior: validation figures", "",
-             f"Produced by `python benchmarks/prior_quality.py` on {r['n_validation']} CIFAR-10 validation images.", ""]
+             f"Produced by `python benchmarks/prior_quality.py` on {r['n_validation']} CIFAR-10 validation images"
+             + (f" (weights `{r['fingerprint']}`, `diffprior.prior.weights_fingerprint`)." if "fingerprint" in r else "."),
+             ""]
     if "vae_psnr" in r:
         v = r["vae_psnr"]
         lines += [f"- VAE reconstruction PSNR: **{v['mean']:.2f} dB** (± {v['se']:.2f} s.e., n = {v['n']})", ""]

@@ -50,6 +50,19 @@ def _weight_files(folder: Path) -> list[Path]:
     return plain or [f for f in files if ".fp16." in f.name] or files
 
 
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """A short identifier of a prior folder's weights: the first 12 hex digits of the SHA-256
+    of its UNet and autoencoder weight files (the text encoder trains with the UNet, so it
+    changes with it). Benchmark results record it, so a figure says which weights it came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in ("unet", "vae"):
+        for f in _weight_files(Path(path) / part):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _read_state(folder: Path) -> dict:
     from safetensors.numpy import load_file
 

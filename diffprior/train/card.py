@@ -112,7 +112,9 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         "",
     ]
     if commands:
-        lines += ["Commands that produced these weights:", "", "```bash"] + list(commands.values()) + ["```", ""]
+        lines += ["Commands that produced these weights (every invocation of every run, in order; a",
+                  "command's `--steps` is the run's target: the steps above are where each run stood when",
+                  "it was exported):", "", "```bash"] + list(commands.values()) + ["```", ""]
     if quality_json and Path(quality_json).is_file():
         md = Path(quality_json).with_suffix(".md")
         body = md.read_text().split("\n", 1)[1] if md.is_file() else ""
