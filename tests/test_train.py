@@ -1,6 +1,7 @@
 """Training pipeline: data readers, exact resume, export to a loadable diffusers folder."""
 
 import dataclasses
+import json
 import io
 import tarfile
 
@@ -156,6 +157,31 @@ def test_ldm_resume_export_and_load(folder, tmp_path):
                       commands={"x": "diffprior train ldm ..."}).read_text()
     assert "UNet + text encoder: 4 steps" in card and "Autoencoder: 2 steps" in card
     assert "diffprior train ldm ..." in card and "Not yet measured" in card
+    # validation figures go into the card only if they name these weights; the sample grid comes along
+    from diffprior.prior import weights_fingerprint
+
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "prior_samples.png").write_bytes(b"png")
+    q = {"fingerprint": "000000000000", "vae_psnr": {"mean": 31.25, "se": 0.1, "n": 2}}
+    (tmp_path / "q" / "prior_quality.json").write_text(json.dumps(q))
+    card = write_card(out, tmp_path / "vae", tmp_path / "a", quality_json=tmp_path / "q" / "prior_quality.json").read_text()
+    assert "Not yet measured" in card and "000000000000" in card and "31.25" not in card
+    assert not (out / "samples.png").exists()
+    q["fingerprint"] = weights_fingerprint(out)
+    (tmp_path / "q" / "prior_quality.json").write_text(json.dumps(q))
+    card = write_card(out, tmp_path / "vae", tmp_path / "a", quality_json=tmp_path / "q" / "prior_quality.json").read_text()
+    assert "Not yet measured" not in card and "31.25 dB" in card
+    assert (out / "samples.png").read_bytes() == b"png"
+    # a run folder held by a training process is not exported (its checkpoint may change underneath)
+    from diffprior.train.common import RunLock
+
+    lock = RunLock(tmp_path / "a")
+    try:
+        with pytest.raises(BlockingIOError, match="in use"):
+            export_prior(tmp_path / "vae", tmp_path / "a", tmp_path / "prior2")
+    finally:
+        lock.release()
+    assert not (tmp_path / "prior2").exists()
     prior = LatentDiffusionPrior.from_pretrained(out)
     assert prior.scaling_factor == pytest.approx(round(float(lat["scale"]), 5))
     emb = prior.embed(["a photo of a cat", ""])

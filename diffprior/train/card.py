@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
-from ..prior import count_params
+from ..prior import count_params, weights_fingerprint
 
 
 def _last_row(path: Path, column: str, max_step: int | None = None):
@@ -115,16 +116,22 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         lines += ["Commands that produced these weights (every invocation of every run, in order; a",
                   "command's `--steps` is the run's target: the steps above are where each run stood when",
                   "it was exported):", "", "```bash"] + list(commands.values()) + ["```", ""]
-    if quality_json and Path(quality_json).is_file():
+    quality = json.loads(Path(quality_json).read_text()) if quality_json and Path(quality_json).is_file() else None
+    stale = quality is not None and quality.get("fingerprint") != weights_fingerprint(prior_dir)
+    if quality is not None and not stale:
         md = Path(quality_json).with_suffix(".md")
         body = md.read_text().split("\n", 1)[1] if md.is_file() else ""
         lines += ["## Validation figures", "", f"Copied from `{md.name}` (written with `{Path(quality_json).name}` "
                   "by `python benchmarks/prior_quality.py`):", body, ""]
-        lines += quality_targets(json.loads(Path(quality_json).read_text()))
-        if (Path(quality_json).parent / "prior_samples.png").is_file():
+        lines += quality_targets(quality)
+        samples = Path(quality_json).parent / "prior_samples.png"
+        if samples.is_file():
+            shutil.copyfile(samples, prior_dir / "samples.png")
             lines += ["Samples per class prompt (rows: classes in alphabetical order): `samples.png`.", ""]
     elif quality_json is not None:
-        lines += ["## Validation figures", "", "Not yet measured for these weights: run "
+        why = (f" (`{Path(quality_json).name}` describes weights `{quality.get('fingerprint')}`, these are "
+               f"`{weights_fingerprint(prior_dir)}`)" if stale else "")
+        lines += ["## Validation figures", "", f"Not yet measured for these weights{why}: run "
                   "`python benchmarks/prior_quality.py` and rewrite this card.", ""]
     path = prior_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")

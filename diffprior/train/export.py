@@ -16,6 +16,7 @@ from ..models.config import CLIPTextConfig, UNetConfig, to_diffusers_dict
 from ..models.convert import params_to_state_dict
 from ..models.unet import UNet2DConditionModel
 from . import checkpoint
+from .common import RunLock
 
 SCHEDULER_CONFIG = {
     "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -90,10 +91,26 @@ def lineage(run_dir: str | Path, name: str) -> list[dict]:
 
 
 def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> Path:
-    """Assemble ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` from the two run folders."""
+    """Assemble ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` from the two run folders.
+
+    Raises ``BlockingIOError`` if a training process holds either folder: its checkpoint may
+    change under the export (a trainer stopped by a signal writes one last checkpoint).
+    """
+    out = Path(out)
+    folders = {Path(d).resolve() for d in (vae_dir, ldm_dir) if Path(d).is_dir()}
+    locks = []
+    try:
+        for d in sorted(folders):
+            locks.append(RunLock(d))
+        return _export(vae_dir, ldm_dir, out)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _export(vae_dir, ldm_dir, out: Path) -> Path:
     from .ldm import load_vae
 
-    out = Path(out)
     vae_cfg, vae_params, vae_meta = load_vae(vae_dir)
     ucfg, tcfg, state, meta = load_ldm_state(ldm_dir)
     vae_cfg = dataclasses.replace(vae_cfg, scaling_factor=round(float(meta["scaling_factor"]), 5))

@@ -1,0 +1,75 @@
+"""The prior shipped inside the package: it loads with no network, fits the size budget, and
+the figures committed about it (validation results, searched presets) are of these weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from diffprior import bundled_path
+from diffprior.prior import LatentDiffusionPrior, weights_fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_bundled_prior_loads_offline_and_round_trips(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    prior = LatentDiffusionPrior.bundled()
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    z = prior.encode(x)
+    assert z.shape == (2, 8, 8, 4)
+    xr = prior.decode(z, clip=True)
+    assert xr.shape == x.shape and bool(jnp.all(jnp.isfinite(xr)))
+    emb = prior.embed(["a photo of a cat"])
+    assert emb.shape[0] == 1 and bool(jnp.all(jnp.isfinite(emb)))
+
+
+def test_bundled_prior_fits_the_size_budget():
+    total = sum(f.stat().st_size for f in bundled_path().rglob("*") if f.is_file())
+    assert total <= 25 * 2**20, f"{total / 2**20:.1f} MB"
+
+
+def test_validation_figures_are_of_the_shipped_weights():
+    """``benchmarks/results/prior_quality.json`` (and the model card copied from it) describe
+    the weights in the package, not an earlier export."""
+    res = json.loads((RESULTS / "prior_quality.json").read_text())
+    assert res.get("fingerprint") == weights_fingerprint(bundled_path()), "rerun benchmarks/prior_quality.py"
+    card = (bundled_path() / "MODEL_CARD.md").read_text()
+    assert f"{res['vae_psnr']['mean']:.2f} dB" in card
+    assert (bundled_path() / "samples.png").is_file()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the latent searches in tuning.json ran on the step-1500 export of the UNet fine-tune (weights "
+    "33e4ad45fe99); the shipped UNet is the same run's step-1518 checkpoint (43b517acfa69), written "
+    "when that training was stopped during the export (export now refuses a run folder in use). "
+    "Redo them: TUNE_ARGS=--redo bash benchmarks/tune_all.sh latent"))
+def test_presets_were_searched_on_the_shipped_weights():
+    """Every search on the diffusion prior behind ``diffprior.solvers.tuned`` ran on these weights
+    (the ADMM baselines' searches do not use the prior)."""
+    entries = json.loads((RESULTS / "tuning.json").read_text())
+    latent = [e for e in entries if e["steps"] > 0]
+    assert latent
+    fp = weights_fingerprint(bundled_path())
+    stale = [(e["solver"], e["task"], e["param"]) for e in latent if e.get("prior") != fp]
+    assert not stale, f"searched on other weights (rerun benchmarks/tune_all.sh latent): {stale}"
+
+
+@pytest.mark.parametrize("part", ["unet", "vae"])
+def test_fingerprint_changes_with_the_weights(tmp_path, part):
+    import shutil
+
+    shutil.copytree(bundled_path(), tmp_path / "p")
+    before = weights_fingerprint(tmp_path / "p")
+    f = next((tmp_path / "p" / part).glob("*.safetensors"))
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    assert weights_fingerprint(tmp_path / "p") != before
+    assert len(before) == 12
