@@ -56,8 +56,10 @@ def _solver_class(name):
             "tvadmm": S.TVADMM, "pnpadmm": S.PnPADMM}[name]
 
 
-def search(prior, val, solver: str, task: str, param: str, steps: int, base: dict, grid=None) -> dict:
-    """One grid search; ``base`` holds already-chosen values that the run should use."""
+def search(prior, val, solver: str, task: str, param: str, steps: int, base: dict, grid=None,
+           fingerprint: str | None = None) -> dict:
+    """One grid search; ``base`` holds already-chosen values that the run should use;
+    ``fingerprint`` names the prior's weights in the entry."""
     cls = _solver_class(solver)
     A = build_operator(task, val.images.shape[1:])
     y = measure(A, val.images, val.names)
@@ -90,7 +92,7 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
     best = min(valid, key=lambda r: r["lpips"])
     return {"solver": solver, "task": task, "param": param, "steps": steps, "n_images": len(y), "base": base,
             "grid": rows, "chosen": best["value"], "seconds": time.perf_counter() - t0,
-            "prior": None if solver in CLASSIC_ITERS else prior_fingerprint()}
+            "prior": None if solver in CLASSIC_ITERS else fingerprint}
 
 
 def to_markdown(entries: list) -> str:
@@ -148,6 +150,7 @@ def main(argv=None):
     tune = tuning_set(val)
     tune = tune.subset(np.arange(min(args.n, len(tune.names))))
     prior = LatentDiffusionPrior.bundled()
+    fingerprint = prior_fingerprint()  # once: it hashes the weight files
     for solver in args.solvers:
         for task in args.tasks:
             for param in args.params:
@@ -162,7 +165,7 @@ def main(argv=None):
                 # the run uses the values already chosen for this solver and task (search step sizes first)
                 base = {e["param"]: e["chosen"] for e in entries
                         if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param}
-                e = search(prior, tune, solver, task, param, steps, base, args.grid)
+                e = search(prior, tune, solver, task, param, steps, base, args.grid, fingerprint)
                 print(f"{solver} {task} {param}: " + ", ".join(f"{r['value']}: {r['lpips']:.4f}/{r['psnr']:.2f}dB"
                                                              for r in e["grid"]) + f" -> {e['chosen']}", flush=True)
                 entries = _store(out, key, e)
