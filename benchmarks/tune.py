@@ -37,7 +37,7 @@ GRIDS = {
     ("p2l", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),  # plain gradient (GD) presets
     ("p2l", "prompt_lr"): (1e-3, 1e-2, 1e-1),
     ("p2l", "prompt_shift_step"): (0.3, 1.0, 3.0),  # zeta of Eqs. 18-19 (default: rho)
-    ("p2l", "projection_weight"): (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
+    ("p2l", "projection_weight"): (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
     ("p2l", "projection_cg_iters"): (1, 5, 20),
     ("gmldps", "fixed_point_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 25
     ("psld", "gluing_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 26

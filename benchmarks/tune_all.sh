@@ -28,7 +28,7 @@ latent_a() {
   $T --solvers p2l --params step_size prompt_lr --tasks sr4-avg --n 10
   $T --solvers p2l --params step_size --tasks gauss-deblur --n 10
   # motion deblurring's preset uses the Adam-like update (Table 6), whose steps are an order smaller
-  $T --solvers p2l --params step_size --tasks motion-deblur --n 10 --grid 0.01 0.03 0.1 0.3 1.0
+  $T --solvers p2l --params step_size --tasks motion-deblur --n 10 --grid 0.003 0.01 0.03 0.1 0.3 1.0
   $T --solvers p2l --params projection_weight --tasks sr4-avg gauss-deblur motion-deblur --n 10
   $T --solvers p2l --params prompt_shift_step projection_cg_iters eta --tasks sr4-avg --n 10
 }

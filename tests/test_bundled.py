@@ -45,11 +45,6 @@ def test_validation_figures_are_of_the_shipped_weights():
     assert (bundled_path() / "samples.png").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the latent searches in tuning.json ran on the step-1500 export of the UNet fine-tune (weights "
-    "33e4ad45fe99); the shipped UNet is the same run's step-1518 checkpoint (43b517acfa69), written "
-    "when that training was stopped during the export (export now refuses a run folder in use). "
-    "Redo them: TUNE_ARGS=--redo bash benchmarks/tune_all.sh latent"))
 def test_presets_were_searched_on_the_shipped_weights():
     """Every search on the diffusion prior behind ``diffprior.solvers.tuned`` ran on these weights
     (the ADMM baselines' searches do not use the prior)."""
