@@ -45,6 +45,11 @@ def test_preset_parameters_scale_below_256_pixels():
     assert [ct_views(s) for s in (16, 32, 128, 256, 512)] == [8, 8, 30, 60, 60]
     assert TASKS["gauss-deblur"].parameters((32, 32, 3)) == {"kernel_size": 7, "sigma": 1.0, "boundary": "same"}
     assert TASKS["motion-deblur"].parameters((256, 256, 3))["kernel_size"] == 61
+    assert TASKS["inpaint-box"].parameters((256, 256, 3)) == {"box_size": 128, "margin": 16}  # DPS's box
+    assert TASKS["inpaint-box"].parameters((32, 32, 3)) == {"box_size": 16, "margin": 2}
+    mask = np.asarray(TASKS["inpaint-box"].build((32, 32, 3), jax.random.PRNGKey(0)).mask)
+    holes = np.argwhere(mask[..., 0] == 0 if mask.ndim == 3 else mask == 0)
+    assert len(holes) == 256 and holes.min() >= 2 and holes.max() <= 29
 
 
 @pytest.mark.parametrize("task", list(TASKS))

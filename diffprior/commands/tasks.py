@@ -27,6 +27,10 @@ task                  operator and parameters (:math:`s = \\min(H, W)`)
                       (:func:`operators.freeform_mask`) with 10-20 % of the pixels missing
 ``inpaint-random``    :class:`operators.Inpaint`, 80 % of the pixels missing, uniformly at
                       random (:func:`operators.random_mask`)
+``inpaint-box``       :class:`operators.Inpaint`, one square hole of side :math:`s/2` at least
+                      :math:`s/16` from the border, at a random position
+                      (:func:`operators.box_mask`; DPS's and P2L's 128 x 128 box with a
+                      16 px margin at 256 px, 16 x 16 with 2 px at 32 px)
 ``ct``                :class:`operators.CT`, parallel-beam, per channel, 60 views for
                       :math:`s \\ge 256`, :math:`\\max(8, \\mathrm{round}(60 s / 256))` below
                       (e.g. 8 views at 32 px); measurements are sinograms
@@ -45,7 +49,7 @@ import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 __all__ = ["REFERENCE_SIDE", "TaskPreset", "TASKS", "get_task", "kernel_side", "gauss_sigma",
-           "ct_views"]
+           "ct_views", "box_geometry"]
 
 REFERENCE_SIDE = 256
 """Image side at and above which pixel-sized parameters take the papers' values."""
@@ -150,6 +154,18 @@ def _random_build(shape, key, p):
     return Inpaint(shape, random_mask(key, shape[:2], p["drop"]))
 
 
+def box_geometry(side: int) -> Dict[str, int]:
+    """Box inpainting at image side `side`: a hole of side ``side // 2`` at least
+    ``side // 16`` pixels from the border (DPS's and P2L's 128 and 16 at 256 px)."""
+    return {"box_size": max(1, side // 2), "margin": side // 16}
+
+
+def _box_build(shape, key, p):
+    from operators import Inpaint, box_mask
+
+    return Inpaint(shape, box_mask(key, shape[:2], p["box_size"], margin=p["margin"]))
+
+
 def _ct_build(shape, key, p):
     from operators import CT
 
@@ -173,6 +189,8 @@ TASKS: Dict[str, TaskPreset] = {
                    "inpaint", True, lambda s: {"hole_range": [0.1, 0.2]}, _freeform_build),
         TaskPreset("inpaint-random", "inpainting, 80 % of the pixels missing at random", 1, "inpaint",
                    True, lambda s: {"drop": 0.8}, _random_build),
+        TaskPreset("inpaint-box", "inpainting, one square hole of half the image side", 1, "inpaint",
+                   True, box_geometry, _box_build),
         TaskPreset("ct", "sparse-view parallel-beam CT, per channel", 1, None, False,
                    lambda s: {"n_angles": ct_views(s)}, _ct_build),
     )
