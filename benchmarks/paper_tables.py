@@ -29,7 +29,8 @@ Each (method, task) runs in batches; every finished batch is appended to
 peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
 (``summary.csv``, ``summary.md``: mean and standard error) and the figure
 (``examples.png``: the first images of each task) are rebuilt from the records at the end.
-``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
+``OUT/run.json`` names the prior's weights and the presets the records came from; a run refuses
+to add to records made with others. ``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
 steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
 and the cheapest setting within one standard error of the longest run (``speed.md``).
 
@@ -48,6 +49,8 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
+import json
 import os
 import threading
 import time
@@ -56,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import (RESULTS, build_operator, evaluation_set, image_keys, load_validation, measure, nfe_per_image,
-                     scores, se, seed_of, solve_all, solver_config)
+                     prior_fingerprint, scores, se, seed_of, solve_all, solver_config)
 
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
 TABLES = {
@@ -143,6 +146,30 @@ def _append(path: Path, rows: list) -> None:
         w.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
+
+
+def provenance() -> dict:
+    """What the records depend on besides this script: the bundled prior's weights (fingerprint)
+    and the solver presets of :mod:`diffprior.solvers.tuned` (a hash of the table)."""
+    from diffprior.solvers.tuned import TUNED
+
+    table = json.dumps({f"{s}/{t.value}": v for (s, t), v in TUNED.items()}, sort_keys=True)
+    return {"prior": prior_fingerprint(), "presets": hashlib.sha256(table.encode()).hexdigest()[:12]}
+
+
+def check_provenance(out: Path, now: dict) -> None:
+    """Refuse to add records to ``out`` when those already there came from other weights or
+    presets (``out/run.json``, written by the run that made them); record ``now`` otherwise."""
+    path = out / "run.json"
+    if path.exists():
+        was = json.loads(path.read_text())
+        if was != now:
+            raise SystemExit(f"{out} holds records made with other weights or presets ({was}; now {now}): "
+                             f"pass another --out, or delete {out} to start again")
+    elif (out / "records.csv").exists():
+        raise SystemExit(f"{out}/records.csv has no run.json naming the weights and presets it came from: "
+                         f"pass another --out, or delete {out} to start again")
+    path.write_text(json.dumps(now, indent=1) + "\n")
 
 
 def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set, spec=None):
@@ -356,6 +383,7 @@ def main(argv=None):
 
     out = Path(args.out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
+    check_provenance(out, provenance())
     done = {(r["method"], r["task"], r["image"], int(r["steps"])) for r in _read_records(out / "records.csv")}
     val = evaluation_set(load_validation(*(args.data and [args.data] or [])), args.n)
     prior = LatentDiffusionPrior.bundled()

@@ -68,3 +68,26 @@ def test_fingerprint_changes_with_the_weights(tmp_path, part):
     f.write_bytes(bytes(data))
     assert weights_fingerprint(tmp_path / "p") != before
     assert len(before) == 12
+
+
+def test_paper_tables_refuses_to_mix_records_of_other_weights_or_presets(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import paper_tables
+
+    now = paper_tables.provenance()
+    assert now["prior"] == weights_fingerprint(bundled_path()) and len(now["presets"]) == 12
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    paper_tables.check_provenance(fresh, now)  # a new run records what it runs on
+    assert json.loads((fresh / "run.json").read_text()) == now
+    paper_tables.check_provenance(fresh, now)  # and resumes on the same
+    with pytest.raises(SystemExit, match="other weights or presets"):
+        paper_tables.check_provenance(fresh, {**now, "presets": "0" * 12})
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    (orphan / "records.csv").write_text("method,task\n")
+    with pytest.raises(SystemExit, match="no run.json"):
+        paper_tables.check_provenance(orphan, now)
+    del sys.modules["paper_tables"]
