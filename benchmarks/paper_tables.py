@@ -166,10 +166,15 @@ def check_provenance(out: Path, now: dict) -> None:
         if was != now:
             raise SystemExit(f"{out} holds records made with other weights or presets ({was}; now {now}): "
                              f"pass another --out, or delete {out} to start again")
-    elif (out / "records.csv").exists():
+        return
+    if (out / "records.csv").exists():
         raise SystemExit(f"{out}/records.csv has no run.json naming the weights and presets it came from: "
                          f"pass another --out, or delete {out} to start again")
-    path.write_text(json.dumps(now, indent=1) + "\n")
+    # written whole under another name, then renamed: a second process started at the same
+    # time (one per core, same --out) never reads a half-written file
+    tmp = path.with_name(f"run.json.{os.getpid()}")
+    tmp.write_text(json.dumps(now, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set, spec=None):
