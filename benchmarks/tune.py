@@ -46,7 +46,7 @@ GRIDS = {
 }
 #: ADMM iterations of the classic baselines (here and in paper_tables.py).
 CLASSIC_ITERS = {"tvadmm": 50, "pnpadmm": 30}
-TASKS = ("sr4", "sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
+TASKS = ("sr4", "sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random", "inpaint-box")
 
 
 def _solver_class(name):

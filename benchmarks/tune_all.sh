@@ -4,13 +4,15 @@
 # and task. Results accumulate in benchmarks/results/tuning.{json,md}; an interrupted run
 # resumes (entries already there are skipped; TUNE_ARGS=--redo recomputes them).
 #
-#   bash benchmarks/tune_all.sh [all|classic|latent|latent-a|latent-b]
+#   bash benchmarks/tune_all.sh [all|classic|latent|latent-a|latent-b|box]
 #
 # classic: the ADMM baselines (they do not use the diffusion prior: no need to redo them when
 # the prior changes). latent: every search on the diffusion prior; latent-a and latent-b split
 # it into two chains that may run at once, one per core (each chain keeps its own order; the
 # results file is locked), e.g. `taskset -c 0 bash benchmarks/tune_all.sh latent-a &
 # taskset -c 1 bash benchmarks/tune_all.sh latent-b`.
+# box: LDPS against TV-ADMM on the inpaint-box task at the paper's 1000 DDIM steps (a diagnostic
+# of the prior's box-inpainting bar, behind no preset; about 35 min of one core; not in `all`).
 # Cost (the sum of the `seconds` of the entries): classic about 0.4 h, latent about 2 h of one
 # CPU core (P2L costs about six LDPS runs, so its searches use 10 images and only the tasks listed).
 set -euo pipefail
@@ -40,11 +42,18 @@ latent_b() {
   $T --solvers p2l --params step_size --tasks inpaint-freeform --n 10
 }
 
+# the box-inpainting bar at the paper's number of steps (see docs/benchmarks.rst)
+box() {
+  $T --solvers ldps --params step_size --tasks inpaint-box --steps 1000 --n 10 --grid 0.05 0.1 0.2
+  $T --solvers tvadmm --params lmbda --tasks inpaint-box --n 10
+}
+
 case "$PART" in
   all) classic; latent_b; latent_a ;;
   classic) classic ;;
   latent) latent_b; latent_a ;;
   latent-a) latent_a ;;
   latent-b) latent_b ;;
-  *) echo "usage: tune_all.sh [all|classic|latent|latent-a|latent-b]" >&2; exit 2 ;;
+  box) box ;;
+  *) echo "usage: tune_all.sh [all|classic|latent|latent-a|latent-b|box]" >&2; exit 2 ;;
 esac
