@@ -61,7 +61,8 @@ class SamplerConfig:
     Attributes:
         step_size: guidance step :math:`\\rho`, a scalar or one value per sample.
         eta: DDIM stochasticity (0 deterministic, 1 DDPM-like). The paper's value is
-            unreadable in our copy: chosen by validation search, TBD (default 0).
+            unreadable in our copy (default 0; for the bundled prior chosen by validation
+            search, :mod:`diffprior.solvers.tuned`).
         loss: :class:`~diffprior.solvers.common.Loss` of the guidance residual.
     """
 

@@ -53,7 +53,8 @@ class PromptTuning:
         lr: Adam learning rate (Table 6's row is unreadable in our copy: chosen by
             validation search for the bundled prior, :mod:`diffprior.solvers.tuned`; 1e-3 is
             the stand-in elsewhere).
-        shift_step: :math:`\\zeta` of Eqs. 18-19 (value not given in the paper: TBD);
+        shift_step: :math:`\\zeta` of Eqs. 18-19 (value not given in the paper; the search on
+            the bundled prior chose :math:`\\rho`, 0.3 on SR);
             ``None`` uses the solver's per-sample step size :math:`\\rho`.
         every: tune at every ``every``-th reverse step only (counted from the first, which
             always tunes), keeping the embedding in between: a cheaper P2L (the paper tunes at
