@@ -28,7 +28,8 @@ Each (method, task) runs in batches; every finished batch is appended to
 ``OUT/records.csv`` (per image: PSNR, SSIM, LPIPS, UNet evaluations, wall seconds per image,
 peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
 (``summary.csv``, ``summary.md``: mean and standard error) and the figure
-(``examples.png``: the first images of each task) are rebuilt from the records at the end.
+(``examples.png``: the first images of each task) are rebuilt from the records at the end
+(``--summary-only`` rewrites the summary alone, from whatever records are there).
 ``OUT/run.json`` names the prior's weights and the presets the records came from; a run refuses
 to add to records made with others. ``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
 steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
@@ -382,7 +383,14 @@ def main(argv=None):
     p.add_argument("--all-tasks", action="store_true", help="run every table on every task (default: the paper's "
                    "tasks per table, TABLE_TASKS)")
     p.add_argument("--out", default=str(RESULTS / "paper_tables"))
+    p.add_argument("--summary-only", action="store_true",
+                   help="only rewrite summary.csv/summary.md from the records already in --out (no solving; "
+                        "e.g. while a long run goes on in other processes)")
     args = p.parse_args(argv)
+    if args.summary_only:
+        rows = summarize(Path(args.out), args.steps)
+        print(f"wrote {args.out}/summary.csv, summary.md ({len(rows)} method/task rows)")
+        return
 
     from diffprior.prior import LatentDiffusionPrior
 

@@ -91,3 +91,28 @@ def test_paper_tables_refuses_to_mix_records_of_other_weights_or_presets(tmp_pat
     with pytest.raises(SystemExit, match="no run.json"):
         paper_tables.check_provenance(orphan, now)
     del sys.modules["paper_tables"]
+
+
+def test_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp_path, monkeypatch):
+    """``--summary-only`` solves nothing: it rewrites summary.csv/md from records.csv (mean and
+    standard error per method and task, only the records of the requested number of steps)."""
+    import csv
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import paper_tables
+
+    rows = [dict(method="ldps", task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=25, psnr=20.0 + i, ssim=0.5,
+                 lpips=0.2 + 0.1 * i, nfe=25, seconds=1.0, compile_s=0.0, peak_rss_mb=900) for i in range(3)]
+    rows.append({**rows[0], "steps": 50, "lpips": 9.0})  # another step count: left out
+    with open(tmp_path / "records.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, paper_tables.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    paper_tables.main(["--summary-only", "--out", str(tmp_path), "--steps", "25"])
+    (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert (row["method"], row["task"], int(row["n"])) == ("ldps", "sr4-avg", 3)
+    assert float(row["lpips"]) == pytest.approx(0.3) and float(row["lpips_se"]) == pytest.approx(0.1 / 3 ** 0.5)
+    assert "| sr4-avg | ldps | 3 | 0.3000 ± 0.0577 |" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "run.json").exists()
+    del sys.modules["paper_tables"]
