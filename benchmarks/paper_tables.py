@@ -388,6 +388,8 @@ def main(argv=None):
                         "e.g. while a long run goes on in other processes)")
     args = p.parse_args(argv)
     if args.summary_only:
+        if not (Path(args.out) / "records.csv").is_file():
+            raise SystemExit(f"paper_tables: no records.csv in {args.out}: nothing to summarise")
         rows = summarize(Path(args.out), args.steps)
         print(f"wrote {args.out}/summary.csv, summary.md ({len(rows)} method/task rows)")
         return

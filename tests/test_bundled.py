@@ -115,4 +115,6 @@ def test_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp_path
     assert float(row["lpips"]) == pytest.approx(0.3) and float(row["lpips_se"]) == pytest.approx(0.1 / 3 ** 0.5)
     assert "| sr4-avg | ldps | 3 | 0.3000 ± 0.0577 |" in (tmp_path / "summary.md").read_text()
     assert not (tmp_path / "run.json").exists()
+    with pytest.raises(SystemExit, match="no records.csv"):
+        paper_tables.main(["--summary-only", "--out", str(tmp_path / "missing")])
     del sys.modules["paper_tables"]
