@@ -38,7 +38,7 @@ and the cheapest setting within one standard error of the longest run (``speed.m
 Usage (the documented subset, every table on every task; measured: 41 minutes on 2 CPU cores
 as two processes, one per core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur
 --speed``, the second with ``--tasks inpaint-freeform inpaint-random``; both may share one
-``--out``. That measurement predates the speed curve's 2x-steps reference and its
+``--out``; ``--methods`` splits one task between two such processes. That measurement predates the speed curve's 2x-steps reference and its
 prompt-period settings, which add about 10 x (19 + 2 x 5) s, 5 minutes, of one core at the
 per-image costs measured then)::
 
@@ -377,6 +377,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=25, help="DDIM steps of every diffusion method")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="run only these of the tables' methods (e.g. to split one task between two "
+                        "processes, one per core, with disjoint method lists)")
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--speed", action="store_true", help="also run the P2L cost/quality curve on sr4-avg")
     p.add_argument("--speed-n", type=int, default=50, help="images of the cost/quality curve (the first of --n)")
@@ -387,6 +390,9 @@ def main(argv=None):
                    help="only rewrite summary.csv/summary.md from the records already in --out (no solving; "
                         "e.g. while a long run goes on in other processes)")
     args = p.parse_args(argv)
+    known = {m for ms in TABLES.values() for m in ms}
+    if args.methods is not None and not set(args.methods) <= known:
+        p.error(f"unknown --methods {sorted(set(args.methods) - known)}; the tables' methods are {sorted(known)}")
     if args.summary_only:
         if not (Path(args.out) / "records.csv").is_file():
             raise SystemExit(f"paper_tables: no records.csv in {args.out}: nothing to summarise")
@@ -409,6 +415,8 @@ def main(argv=None):
         y = measure(A, val.images, val.names)
         ys[task] = y
         for m in dict.fromkeys(m for t in args.tables for m in TABLES[t] if args.all_tasks or task in TABLE_TASKS[t]):
+            if args.methods is not None and m not in args.methods:
+                continue
             run_method(prior, m, task, val, A, y, args.steps, args.batch, out, done)
         if args.speed and task == "sr4-avg":
             sub = val.subset(np.arange(min(args.speed_n, len(val.names))))

@@ -118,3 +118,18 @@ def test_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp_path
     with pytest.raises(SystemExit, match="no records.csv"):
         paper_tables.main(["--summary-only", "--out", str(tmp_path / "missing")])
     del sys.modules["paper_tables"]
+
+
+def test_paper_tables_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
+    """``--methods`` (to split a task between processes) names only the tables' methods; a typo
+    stops the run before anything is loaded or written."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import paper_tables
+
+    with pytest.raises(SystemExit) as e:
+        paper_tables.main(["--methods", "p2l", "p2L-gluing", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "p2L-gluing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    del sys.modules["paper_tables"]
