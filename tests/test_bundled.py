@@ -105,15 +105,24 @@ def test_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp_path
     rows = [dict(method="ldps", task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=25, psnr=20.0 + i, ssim=0.5,
                  lpips=0.2 + 0.1 * i, nfe=25, seconds=1.0, compile_s=0.0, peak_rss_mb=900) for i in range(3)]
     rows.append({**rows[0], "steps": 50, "lpips": 9.0})  # another step count: left out
+    rows.append({**rows[0], "task": "inpaint-freeform"})  # a Tables 2-3 task: not listed under Table 1
     with open(tmp_path / "records.csv", "w", newline="") as f:
         w = csv.DictWriter(f, paper_tables.FIELDS)
         w.writeheader()
         w.writerows(rows)
     paper_tables.main(["--summary-only", "--out", str(tmp_path), "--steps", "25"])
-    (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    free, row = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert (row["method"], row["task"], int(row["n"])) == ("ldps", "sr4-avg", 3)
+    assert (free["task"], int(free["n"])) == ("inpaint-freeform", 1)
     assert float(row["lpips"]) == pytest.approx(0.3) and float(row["lpips_se"]) == pytest.approx(0.1 / 3 ** 0.5)
-    assert "| sr4-avg | ldps | 3 | 0.3000 ± 0.0577 |" in (tmp_path / "summary.md").read_text()
+    md = (tmp_path / "summary.md").read_text()
+    assert "| sr4-avg | ldps | 3 | 0.3000 ± 0.0577 |" in md
+    table1, table23 = md.split("## table23")[0], md.split("## table23")[1].split("## table5")[0]
+    assert "| inpaint-freeform | ldps |" not in table1 and "| inpaint-freeform | ldps |" in table23
+    # claims.md: the paper's ImageNet figure beside ours, and the rows not run yet say so
+    claims = (tmp_path / "claims.md").read_text()
+    assert '| sr4-avg | ldps | "" | 0.397 / 23.49 dB | 0.3000 ± 0.0577 / 21.00 dB | 3 |' in claims
+    assert "| gauss-deblur | p2l | P2L | 0.325 / 25.11 dB | not run | 0 |" in claims
     assert not (tmp_path / "run.json").exists()
     with pytest.raises(SystemExit, match="no records.csv"):
         paper_tables.main(["--summary-only", "--out", str(tmp_path / "missing")])
