@@ -391,6 +391,9 @@ def plot_speed(out: Path, task: str, steps: int) -> None:
 
     recs = [r for r in _read_records(out / "records.csv") if r["task"] == task
             and (r["method"].startswith("p2l-s") or r["method"] == "ldps" and int(r["steps"]) == steps)]
+    # LDPS on the curve's own images only, so that every point is a mean over the same images
+    curve = {r["image"] for r in recs if r["method"].startswith("p2l-s")}
+    recs = [r for r in recs if r["method"] != "ldps" or r["image"] in curve]
     groups = {}
     for r in recs:
         groups.setdefault((r["method"], int(r["steps"])), []).append(r)

@@ -142,3 +142,33 @@ def test_paper_tables_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2 and "p2L-gluing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     del sys.modules["paper_tables"]
+
+
+def test_paper_tables_speed_curve_compares_the_same_images(tmp_path, monkeypatch):
+    """``speed.md``: LDPS enters on the curve's own images only, and the cheapest P2L setting
+    within one standard error of the reference (twice the steps) is named."""
+    import csv
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import paper_tables
+
+    def rec(method, i, lpips, seconds, steps=25):
+        return dict(method=method, task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=steps, psnr=20.0, ssim=0.5,
+                    lpips=lpips, nfe=25, seconds=seconds, compile_s=0.0, peak_rss_mb=900)
+
+    rows = [rec("p2l-s50-k3", i, 0.25 + 0.01 * i, 18.0, 50) for i in range(4)]
+    rows += [rec("p2l-s25-k1", i, 0.253 + 0.01 * i, 4.0) for i in range(4)]  # 0.268: within 1 s.e. (0.0065)
+    rows += [rec("p2l-s12-k1", i, 0.40, 2.0, 12) for i in range(4)]  # cheaper but worse
+    rows += [rec("ldps", i, 0.30 if i < 4 else 0.90, 2.0) for i in range(8)]  # 4 images off the curve
+    with open(tmp_path / "records.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, paper_tables.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    paper_tables.plot_speed(tmp_path, "sr4-avg", 25)
+    md = (tmp_path / "speed.md").read_text()
+    assert "| ldps (25 steps) | 4 | 0.3000 ± 0.0000 |" in md
+    assert "| p2l-s12-k1 | 4 | 0.4000 ± 0.0000 | 2.00 | 25 | no |" in md
+    assert "**`p2l-s25-k1`**, 4.00 s per image (4.5x cheaper)" in md
+    assert (tmp_path / "speed.png").stat().st_size > 0
+    del sys.modules["paper_tables"]
