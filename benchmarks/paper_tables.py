@@ -12,7 +12,9 @@ on separate tuning images; nothing is selected against the ground truth):
 
 * Table 1 analog, LDPS with a fixed prompt: ``ldps`` (""), ``ldps-photo`` ("a photo"),
   ``ldps-oracle`` ("a photo of a <true class>"), ``ldps-wrong`` (a wrong class, fixed per
-  image), and ``p2l-photo`` (P2L's tuned prompt started from "a photo");
+  image), ``p2l-prompt-only`` (LDPS with the tuned prompt, started from P2L's "A high
+  quality photo": P2L without projection, the paper's "proposed" row) and ``p2l-photo`` (P2L, prompt tuning and projection, started from
+  "a photo");
 * Tables 2-3 analog: ``p2l`` (initial prompt "A high quality photo"), ``ldps``, ``gmldps``,
   ``psld``, ``ldir``, ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
 * Table 5 analog: ``ldps``, ``p2l-prompt-only`` (no projection), ``p2l-proj-only`` (no
@@ -35,14 +37,12 @@ to add to records made with others. ``--speed`` adds P2L runs on ``sr4-avg`` (th
 steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
 and the cheapest setting within one standard error of the longest run (``speed.md``).
 
-Usage (the documented subset, every table on every task; measured: 41 minutes on 2 CPU cores
-as two processes, one per core, the first with ``--tasks sr4-avg gauss-deblur motion-deblur
---speed``, the second with ``--tasks inpaint-freeform inpaint-random``; both may share one
-``--out``; ``--methods`` splits one task between two such processes. That measurement predates the speed curve's 2x-steps reference and its
-prompt-period settings, which add about 10 x (19 + 2 x 5) s, 5 minutes, of one core at the
-per-image costs measured then)::
+Usage (the documented subset; measured: 18.6 and 15.9 minutes of wall time as two processes,
+one per core, ``taskset -c 0 ... --speed --tasks sr4-avg`` and ``taskset -c 1 ... --tasks
+gauss-deblur motion-deblur inpaint-freeform inpaint-random``, sharing one ``--out``;
+``--methods`` splits one task between two such processes)::
 
-    python benchmarks/paper_tables.py --n 10 --steps 25 --speed --all-tasks --out benchmarks/results/paper_tables_n10
+    python benchmarks/paper_tables.py --n 10 --steps 25 --speed --out benchmarks/results/paper_tables_subset
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from _common import (RESULTS, build_operator, evaluation_set, image_keys, load_v
 
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
 TABLES = {
-    "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-photo"),
+    "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-prompt-only", "p2l-photo"),
     "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
     "table5": ("ldps", "p2l-prompt-only", "p2l-proj-only", "p2l", "p2l-gluing"),
 }
@@ -95,6 +95,8 @@ PAPER = [
     ("table1", "inpaint-random", "ldps-oracle", "PaLI captions (two variants)", "0.355, 0.348 / 26.26, 26.17 dB"),
     ("table1", "inpaint-random", "ldps-wrong", '"... of a cat" / "dog" / "face"', "0.355 / 0.354 / 0.352"),
     ("table1", "inpaint-random", "p2l-photo", "tuned prompt (LDPS + prompt tuning; ours: full P2L)",
+     "0.314 / 26.29 dB"),
+    ("table1", "inpaint-random", "p2l-prompt-only", "tuned prompt (LDPS + prompt tuning; ours: P2L without projection)",
      "0.314 / 26.29 dB"),
 ] + [("table23", task, m, label, figures)
      for task, per_method in (
