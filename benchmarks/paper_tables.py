@@ -13,8 +13,8 @@ on separate tuning images; nothing is selected against the ground truth):
 * Table 1 analog, LDPS with a fixed prompt: ``ldps`` (""), ``ldps-photo`` ("a photo"),
   ``ldps-oracle`` ("a photo of a <true class>"), ``ldps-wrong`` (a wrong class, fixed per
   image), ``p2l-prompt-only`` (LDPS with the tuned prompt, started from P2L's "A high
-  quality photo": P2L without projection, the paper's "proposed" row) and ``p2l-photo`` (P2L, prompt tuning and projection, started from
-  "a photo");
+  quality photo": P2L without projection, the paper's "proposed" row) and ``p2l-photo``
+  (P2L, prompt tuning and projection, started from "a photo");
 * Tables 2-3 analog: ``p2l`` (initial prompt "A high quality photo"), ``ldps``, ``gmldps``,
   ``psld``, ``ldir``, ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
 * Table 5 analog: ``ldps``, ``p2l-prompt-only`` (no projection), ``p2l-proj-only`` (no
@@ -31,7 +31,8 @@ Each (method, task) runs in batches; every finished batch is appended to
 peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
 (``summary.csv``, ``summary.md``: mean and standard error) and the figure
 (``examples.png``: the first images of each task) are rebuilt from the records at the end
-(``--summary-only`` rewrites the summary alone, from whatever records are there).
+(``--summary-only`` rewrites the summary alone, from whatever records are there); ``claims.md``
+puts the paper's figures (:data:`PAPER`) beside ours.
 ``OUT/run.json`` names the prior's weights and the presets the records came from; a run refuses
 to add to records made with others. ``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
 steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
@@ -81,7 +82,7 @@ EXAMPLES = 4  # images per task kept for the figure
 #: plus prompt tuning, *without* projection); Tables 2-3 are the solvers (LPIPS / PSNR; its
 #: "Inpaint" column is 10-20 % free-form masks); Table 5 is the ablation on SR (FID / PSNR: the
 #: paper reports no LPIPS there), and the gluing row is its noise-level study (FFHQ SR). Rows
-#: whose label is ``None`` have no counterpart in the paper.
+#: whose figures are ``None`` have no counterpart in the paper.
 PAPER = [
     ("table1", "sr4-avg", "ldps", '""', "0.397 / 23.49 dB"),
     ("table1", "sr4-avg", "ldps-photo", '"A high quality photo"', "0.396 / 23.51 dB"),
@@ -459,7 +460,7 @@ def main(argv=None):
                    "tasks per table, TABLE_TASKS)")
     p.add_argument("--out", default=str(RESULTS / "paper_tables"))
     p.add_argument("--summary-only", action="store_true",
-                   help="only rewrite summary.csv/summary.md from the records already in --out (no solving; "
+                   help="only rewrite summary.csv/summary.md/claims.md from the records already in --out (no solving; "
                         "e.g. while a long run goes on in other processes)")
     args = p.parse_args(argv)
     known = {m for ms in TABLES.values() for m in ms}
