@@ -83,23 +83,18 @@ EXAMPLES = 4  # images per task kept for the figure
 #: "Inpaint" column is 10-20 % free-form masks); Table 5 is the ablation on SR (FID / PSNR: the
 #: paper reports no LPIPS there), and the gluing row is its noise-level study (FFHQ SR). Rows
 #: whose figures are ``None`` have no counterpart in the paper.
-PAPER = [
-    ("table1", "sr4-avg", "ldps", '""', "0.397 / 23.49 dB"),
-    ("table1", "sr4-avg", "ldps-photo", '"A high quality photo"', "0.396 / 23.51 dB"),
-    ("table1", "sr4-avg", "ldps-oracle", "PaLI captions (two variants)", "0.388, 0.387 / 23.57 dB"),
-    ("table1", "sr4-avg", "ldps-wrong", '"... of a cat" / "dog" / "face"', "0.402 / 0.394 / 0.403"),
-    ("table1", "sr4-avg", "p2l-photo", "tuned prompt (LDPS + prompt tuning; ours: full P2L)", "0.386 / 23.57 dB"),
-    ("table1", "sr4-avg", "p2l-prompt-only", "tuned prompt (LDPS + prompt tuning; ours: P2L without projection)",
-     "0.386 / 23.57 dB"),
-    ("table1", "inpaint-random", "ldps", '""', "0.350 / 26.20 dB"),
-    ("table1", "inpaint-random", "ldps-photo", '"A high quality photo"', "0.350 / 26.26 dB"),
-    ("table1", "inpaint-random", "ldps-oracle", "PaLI captions (two variants)", "0.355, 0.348 / 26.26, 26.17 dB"),
-    ("table1", "inpaint-random", "ldps-wrong", '"... of a cat" / "dog" / "face"', "0.355 / 0.354 / 0.352"),
-    ("table1", "inpaint-random", "p2l-photo", "tuned prompt (LDPS + prompt tuning; ours: full P2L)",
-     "0.314 / 26.29 dB"),
-    ("table1", "inpaint-random", "p2l-prompt-only", "tuned prompt (LDPS + prompt tuning; ours: P2L without projection)",
-     "0.314 / 26.29 dB"),
-] + [("table23", task, m, label, figures)
+PAPER = [("table1", task, m, label, figures)
+         for task, per_method in (
+             ("sr4-avg", ("0.397 / 23.49 dB", "0.396 / 23.51 dB", "0.388, 0.387 / 23.57 dB", "0.402 / 0.394 / 0.403",
+                          "0.386 / 23.57 dB", "0.386 / 23.57 dB")),
+             ("inpaint-random", ("0.350 / 26.20 dB", "0.350 / 26.26 dB", "0.355, 0.348 / 26.26, 26.17 dB",
+                                 "0.355 / 0.354 / 0.352", "0.314 / 26.29 dB", "0.314 / 26.29 dB")))
+         for m, label, figures in zip(
+             ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-photo", "p2l-prompt-only"),
+             ('""', '"A high quality photo"', "PaLI captions (two variants)", '"... of a cat" / "dog" / "face"',
+              "tuned prompt (LDPS + prompt tuning; ours: full P2L)",
+              "tuned prompt (LDPS + prompt tuning; ours: P2L without projection)"), per_method)
+         ] + [("table23", task, m, label, figures)
      for task, per_method in (
          ("sr4-avg", ("0.386 / 23.38 dB", "0.475 / 23.21 dB", "0.456 / 23.21 dB", "0.471 / 23.17 dB", "0.480 / 22.23 dB")),
          ("gauss-deblur", ("0.325 / 25.11 dB", "0.392 / 24.91 dB", "0.377 / 25.44 dB", "0.376 / 25.42 dB", "0.506 / 22.45 dB")),

@@ -106,10 +106,7 @@ def test_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp_path
                  lpips=0.2 + 0.1 * i, nfe=25, seconds=1.0, compile_s=0.0, peak_rss_mb=900) for i in range(3)]
     rows.append({**rows[0], "steps": 50, "lpips": 9.0})  # another step count: left out
     rows.append({**rows[0], "task": "inpaint-freeform"})  # a Tables 2-3 task: not listed under Table 1
-    with open(tmp_path / "records.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, paper_tables.FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    paper_tables._append(tmp_path / "records.csv", rows)
     paper_tables.main(["--summary-only", "--out", str(tmp_path), "--steps", "25"])
     free, row = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert (row["method"], row["task"], int(row["n"])) == ("ldps", "sr4-avg", 3)
@@ -147,7 +144,6 @@ def test_paper_tables_refuses_an_unknown_method(tmp_path, monkeypatch, capsys):
 def test_paper_tables_speed_curve_compares_the_same_images(tmp_path, monkeypatch):
     """``speed.md``: LDPS enters on the curve's own images only, and the cheapest P2L setting
     within one standard error of the reference (twice the steps) is named."""
-    import csv
     import sys
 
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
@@ -161,10 +157,7 @@ def test_paper_tables_speed_curve_compares_the_same_images(tmp_path, monkeypatch
     rows += [rec("p2l-s25-k1", i, 0.253 + 0.01 * i, 4.0) for i in range(4)]  # 0.268: within 1 s.e. (0.0065)
     rows += [rec("p2l-s12-k1", i, 0.40, 2.0, 12) for i in range(4)]  # cheaper but worse
     rows += [rec("ldps", i, 0.30 if i < 4 else 0.90, 2.0) for i in range(8)]  # 4 images off the curve
-    with open(tmp_path / "records.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, paper_tables.FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    paper_tables._append(tmp_path / "records.csv", rows)
     paper_tables.plot_speed(tmp_path, "sr4-avg", 25)
     md = (tmp_path / "speed.md").read_text()
     assert "| ldps (25 steps) | 4 | 0.3000 ± 0.0000 |" in md
