@@ -165,3 +165,62 @@ def test_paper_tables_speed_curve_compares_the_same_images(tmp_path, monkeypatch
     assert "**`p2l-s25-k1`**, 4.00 s per image (4.5x cheaper)" in md
     assert (tmp_path / "speed.png").stat().st_size > 0
     del sys.modules["paper_tables"]
+
+
+def test_prior_quality_restoration_resumes_and_does_not_depend_on_batching(tmp_path, monkeypatch):
+    """The validation script's restoration check saves per-image scores after every batch,
+    continues from them after an interruption, scores an image the same whichever batch it ran
+    in (per-image noise and solver keys), and reports the tuning images' share separately."""
+    import sys
+
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import prior_quality as pq
+    from _common import Validation
+
+    names = ("airplane/4900.jpg", "bird/4995.jpg", "cat/4901.jpg")  # the second is a tuning image
+    images = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    val = Validation(images, np.zeros(3, int), ("a",), names)
+    prior = LatentDiffusionPrior.bundled()
+    whole = pq.restore(prior, val, "sr4", 1, tmp_path / "whole.npz", chunk=3)
+
+    real, batches = pq.run_latent, []
+
+    def stops_on_the_second_batch(cls, config, y, *a, **k):
+        batches.append(len(y))
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        return real(cls, config, y, *a, **k)
+
+    monkeypatch.setattr(pq, "run_latent", stops_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        pq.restore(prior, val, "sr4", 1, tmp_path / "parts.npz", chunk=2)
+    with np.load(tmp_path / "parts.npz") as f:
+        assert list(f["names"]) == list(names[:2])
+    batches.clear()
+    monkeypatch.setattr(pq, "run_latent", lambda cls, config, y, *a, **k: batches.append(len(y))
+                        or real(cls, config, y, *a, **k))
+    resumed = pq.restore(prior, val, "sr4", 1, tmp_path / "parts.npz", chunk=2)
+    assert batches == [1]  # only the third image was left
+    with np.load(tmp_path / "whole.npz") as a, np.load(tmp_path / "parts.npz") as b:
+        for k in ("ldps.lpips", "ldps.psnr", "bicubic.lpips"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4)
+    assert resumed["n_images"] == 3 and resumed["held_out"]["n"] == 2
+    assert resumed["ldps"]["lpips"]["mean"] == pytest.approx(whole["ldps"]["lpips"]["mean"], abs=1e-4)
+    with pytest.raises(SystemExit, match="other images"):
+        pq.restore(prior, val.subset([2, 1, 0]), "sr4", 1, tmp_path / "parts.npz", chunk=2)
+
+    # sections run by separate processes end up in one file; other weights' figures are dropped
+    out = tmp_path / "q.json"
+    out.write_text(json.dumps({"fingerprint": "f1", "restoration": {"sr4": {"ldps": {}}, "n_images": 200}}))
+    first = pq.merge_results(out, {"fingerprint": "f1", "n_validation": 3, "vae_psnr": {"mean": 27.0, "se": 0.1, "n": 3}})
+    assert "restoration" not in first
+    pq.merge_results(out, {"fingerprint": "f1", "n_validation": 3, "restoration": {"sr4": resumed}})
+    box = {**resumed, "tv_admm": resumed["bicubic"]}
+    merged = pq.merge_results(out, {"fingerprint": "f1", "n_validation": 3, "restoration": {"inpaint_box": box}})
+    assert set(merged["restoration"]) == {"sr4", "inpaint_box"} and merged["vae_psnr"]["mean"] == 27.0
+    md = out.with_suffix(".md").read_text()
+    assert "| sr4 | 3 | 1 | ldps |" in md and "| inpaint_box | 3 | 1 | tv_admm |" in md and "(n = 2)" in md
+    assert "vae_psnr" not in pq.merge_results(out, {"fingerprint": "f2", "n_validation": 3})
+    del sys.modules["prior_quality"]
