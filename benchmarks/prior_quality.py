@@ -108,31 +108,73 @@ def _baseline(which: str, A, y: np.ndarray, shape) -> np.ndarray:
     return np.asarray(TVADMM(y=y, A=A, maxiter=50, **tuned_values("TVADMM", Task.INPAINT)).solve())
 
 
-def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 100) -> dict:
-    """LDPS (the task's CIFAR-10 preset, ``steps`` DDIM steps) against the task's baseline on
-    ``val``, at sigma = 0.005, with per-image noise and solver keys (``_common.measure``,
-    ``_common.image_keys``), so a figure does not depend on how the images were batched.
+def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 25, step_size: float | None = None,
+            shard: tuple = (0, 1)) -> dict | None:
+    """LDPS (the task's CIFAR-10 preset, ``steps`` DDIM steps, ``step_size`` if given) against
+    the task's baseline on ``val``, at sigma = 0.005, with per-image noise and solver keys
+    (``_common.measure``, ``_common.image_keys``), so a figure does not depend on how the
+    images were batched or shared out.
 
     SR x4 is the ``sr4-avg`` preset (average pooling); box inpainting the ``inpaint-box`` preset:
     DPS's and P2L's 128 x 128 box in 256 x 256 images, 16 px from the border, scaled to 32 px
     (16 x 16, 2 px from the border), one position for all images.
 
-    Per-image scores are saved to ``parts`` after every ``chunk`` images; a rerun with the same
-    weights, steps and images continues from there.
+    ``shard = (k, n)`` runs images ``k, k + n, ...`` only, for one of ``n`` processes. Per-image
+    scores are saved after every ``chunk`` images (to ``parts``, or ``<parts>_<k>of<n>.npz``); a
+    rerun with the same arguments continues from there. Returns the summary over all of ``val``
+    once every shard's scores are in, else None.
     """
-    from diffprior.solvers import LDPS, Dataset, LDPSConfig, Task
+    from diffprior.solvers import Dataset, LDPSConfig, Task
 
     preset, solver_task, base = RESTORE_TASKS[task]
+    config = LDPSConfig.for_task(Task(solver_task), Dataset.CIFAR10)
+    if step_size is not None:
+        config = config.with_values({"step_size": step_size})
+    k, n = shard
+    files = [parts if n == 1 else parts.with_name(f"{parts.stem}_{j}of{n}.npz") for j in range(n)]
+    _score_images(prior, val.subset(np.arange(k, len(val.names), n)), task, config, steps, files[k], chunk)
+    done = [_load_parts(f) for f in files]
+    if sum(len(d.get("names", ())) for d in done) < len(val.names):
+        print(f"{task}: shard {k + 1} of {n} done; the figures are written by the last shard to finish", flush=True)
+        return None
+    order = {name: i for i, name in enumerate(val.names)}
+    every = {key: np.concatenate([d[key] for d in done]) for key in done[0]}
+    idx = np.argsort([order[name] for name in every["names"]])
+    every = {key: v[idx] for key, v in every.items()}
+    held_out = np.array([_file_number(name) not in TUNING_FILES for name in every["names"]])
+    res = {m: {q: _summary(every[f"{m}.{q}"]) for q in ("psnr", "ssim", "lpips")} for m in ("ldps", base)}
+    res.update(n_images=int(len(val.names)), steps=steps, step_size=config.step_size,
+               ldps_seconds_per_image=float(every["ldps_seconds"].mean()))
+    diff = every["ldps.lpips"] - every[f"{base}.lpips"]
+    res["paired"] = {"lpips_ldps_minus_baseline": _summary(diff), "ldps_better": float(np.mean(diff < 0))}
+    if task == "inpaint_box":
+        res["box_size"] = int(val.images.shape[1] // 2)
+    if not held_out.all():
+        # the tuning images (files 4995-4999) chose the presets: the figures without them
+        res["held_out"] = {"n": int(held_out.sum()),
+                           **{m: _summary(every[f"{m}.lpips"][held_out]) for m in ("ldps", base)}}
+    return res
+
+
+def _load_parts(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _score_images(prior, val, task: str, config, steps: int, parts: Path, chunk: int) -> dict:
+    """Per-image PSNR/SSIM/LPIPS of LDPS and the task's baseline on ``val``, saved to ``parts``
+    after every ``chunk`` images and continued from it."""
+    from diffprior.solvers import LDPS
+
+    preset, _, base = RESTORE_TASKS[task]
     shape = val.images.shape[1:]
     A = build_operator(preset, shape)
-    config = LDPSConfig.for_task(Task(solver_task), Dataset.CIFAR10)
     names = np.asarray(val.names)
-    done: dict = {}
-    if parts.is_file():
-        with np.load(parts) as f:
-            done = {k: f[k] for k in f.files}
-        if not np.array_equal(done["names"], names[:len(done["names"])]):
-            raise SystemExit(f"{parts} holds other images: delete it to start this task again")
+    done = _load_parts(parts)
+    if done and not np.array_equal(done["names"], names[:len(done["names"])]):
+        raise SystemExit(f"{parts} holds other images: delete it to start this task again")
     n0 = len(done.get("names", ()))
     if n0:
         print(f"{task}: {n0} of {len(names)} images done before, continuing", flush=True)
@@ -143,8 +185,8 @@ def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 100) ->
         x, sec = run_latent(LDPS, config, y, A, prior, image_keys(sub.names), steps)
         new = {"names": np.asarray(sub.names), "ldps_seconds": np.full(len(y), sec / len(y))}
         for m, img in (("ldps", x), (base, _baseline(base, A, y, shape))):
-            new.update({f"{m}.{k}": v for k, v in scores(img, sub.images).items()})
-        done = {k: np.concatenate([done[k], v]) if k in done else v for k, v in new.items()}
+            new.update({f"{m}.{q}": v for q, v in scores(img, sub.images).items()})
+        done = {q: np.concatenate([done[q], v]) if q in done else v for q, v in new.items()}
         tmp = parts.with_suffix(".tmp.npz")
         np.savez(tmp, **done)
         tmp.replace(parts)
@@ -152,16 +194,7 @@ def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 100) ->
         eta = (time.time() - t_start) / (n_done - n0) * (len(names) - n_done)
         print(f"{task}: {n_done}/{len(names)} images, LDPS LPIPS so far {done['ldps.lpips'].mean():.4f}, "
               f"{base} {done[base + '.lpips'].mean():.4f}; about {eta / 60:.0f} min left", flush=True)
-    held_out = np.array([_file_number(n) not in TUNING_FILES for n in done["names"]])
-    res = {m: {k: _summary(done[f"{m}.{k}"]) for k in ("psnr", "ssim", "lpips")} for m in ("ldps", base)}
-    res.update(n_images=int(len(names)), steps=steps, ldps_seconds_per_image=float(done["ldps_seconds"].mean()))
-    if task == "inpaint_box":
-        res["box_size"] = int(shape[0] // 2)
-    if not held_out.all():
-        # the tuning images (files 4995-4999) chose the presets: the figures without them
-        res["held_out"] = {"n": int(held_out.sum()),
-                           **{m: _summary(done[f"{m}.lpips"][held_out]) for m in ("ldps", base)}}
-    return res
+    return done
 
 
 def merge_results(path: Path, update: dict) -> dict:
@@ -204,6 +237,11 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="+", default=tuple(RESTORE_TASKS), choices=tuple(RESTORE_TASKS),
                    help="restoration checks to run (one process per task splits the work across cores)")
     p.add_argument("--steps", type=int, default=25, help="LDPS reverse steps (default 25, as the demo)")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="LDPS's static step (default: the task's preset, searched at 25 steps)")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="run the K-th of N interleaved shares of the images (one process per core, K = 0..N-1, "
+                        "same other arguments); the last to finish writes the figures")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--skip", nargs="*", default=(), choices=("vae", "text", "restore", "samples"))
     args = p.parse_args(argv)
@@ -231,11 +269,17 @@ def main(argv=None):
         ordered = Validation(images, np.asarray(val.labels), tuple(val.classes), tuple(val.names))
         ordered = restoration_images(ordered.subset(np.argsort(np.asarray(val.names))), args.n_restore)
         results["restoration"] = {}
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            p.error(f"--shard {args.shard}: expected K/N with 0 <= K < N")
         for task in args.tasks:
-            parts = out / "prior_quality_parts" / f"{task}_{fingerprint}_{args.steps}_{len(ordered.names)}.npz"
+            rho = "" if args.step_size is None else f"_rho{args.step_size:g}"
+            parts = out / "prior_quality_parts" / f"{task}_{fingerprint}_{args.steps}{rho}_{len(ordered.names)}.npz"
             parts.parent.mkdir(exist_ok=True)
-            results["restoration"][task] = restore(prior, ordered, task, args.steps, parts)
-            print(json.dumps(results["restoration"][task], indent=1))
+            r = restore(prior, ordered, task, args.steps, parts, step_size=args.step_size, shard=shard)
+            if r is not None:
+                results["restoration"][task] = r
+                print(json.dumps(r, indent=1))
     if "samples" not in args.skip:
         grid = sample_grid(prior, val.classes, jax.random.fold_in(key, 11))
         Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8)).save(out / "prior_samples.png")
@@ -245,8 +289,9 @@ def main(argv=None):
 
 def to_markdown(r: dict) -> str:
     lines = ["# Bundled prior: validation figures", "",
-             f"Produced by `python benchmarks/prior_quality.py` on {r['n_validation']} CIFAR-10 validation images"
-             + (f" (weights `{r['fingerprint']}`, `diffprior.prior.weights_fingerprint`)." if "fingerprint" in r else "."),
+             f"Produced by `python benchmarks/prior_quality.py` from the {r['n_validation']} CIFAR-10 validation images "
+             "(files 4900-4999 of every class; the number each figure used is given with it)"
+             + (f", weights `{r['fingerprint']}` (`diffprior.prior.weights_fingerprint`)." if "fingerprint" in r else "."),
              ""]
     if "vae_psnr" in r:
         v = r["vae_psnr"]
@@ -260,16 +305,23 @@ def to_markdown(r: dict) -> str:
         lines.append("")
     rr = {t: d for t, d in r.get("restoration", {}).items() if t in RESTORE_TASKS}
     if rr:
-        lines += ["Restoration at sigma = 0.005 (LDPS: the task's preset, null prompt; LPIPS ± s.e.; "
-                  "held out: without the 50 tuning images that chose the presets):", "",
-                  "| task | images | LDPS steps | method | LPIPS | PSNR | SSIM | LPIPS, held out |",
+        lines += ["Restoration at sigma = 0.005 (LDPS: null prompt, the task's preset at the DDIM steps and static "
+                  "step given; LPIPS ± s.e.; held out: without the 50 tuning images that chose the presets):", "",
+                  "| task | images | LDPS steps, step | method | LPIPS | PSNR | SSIM | LPIPS, held out |",
                   "|---|---|---|---|---|---|---|---|"]
         for task, d in rr.items():
             for m in ("ldps", RESTORE_TASKS[task][2]):
                 s, h = d[m], d.get("held_out", {}).get(m)
-                lines.append(f"| {task} | {d['n_images']} | {d['steps']} | {m} | {s['lpips']['mean']:.4f} ± "
+                lines.append(f"| {task} | {d['n_images']} | {d['steps']}, {d.get('step_size', '')} | {m} | {s['lpips']['mean']:.4f} ± "
                              f"{s['lpips']['se']:.4f} | {s['psnr']['mean']:.2f} | {s['ssim']['mean']:.3f} | "
                              + (f"{h['mean']:.4f} (n = {h['n']})" if h else "") + " |")
+        lines.append("")
+        for task, d in rr.items():
+            if "paired" in d:
+                pd = d["paired"]
+                lines.append(f"- {task}: LDPS minus {RESTORE_TASKS[task][2]}, image by image: LPIPS "
+                             f"{pd['lpips_ldps_minus_baseline']['mean']:+.4f} ± {pd['lpips_ldps_minus_baseline']['se']:.4f}; "
+                             f"LDPS better on {pd['ldps_better']:.0%} of the images")
         lines.append("")
     return "\n".join(lines) + "\n"
 

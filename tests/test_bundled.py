@@ -207,9 +207,18 @@ def test_prior_quality_restoration_resumes_and_does_not_depend_on_batching(tmp_p
         for k in ("ldps.lpips", "ldps.psnr", "bicubic.lpips"):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-4)
     assert resumed["n_images"] == 3 and resumed["held_out"]["n"] == 2
+    with np.load(tmp_path / "parts.npz") as b:
+        d = b["ldps.lpips"] - b["bicubic.lpips"]
+    assert resumed["paired"]["lpips_ldps_minus_baseline"]["mean"] == pytest.approx(float(d.mean()), abs=1e-6)
+    assert resumed["paired"]["ldps_better"] == pytest.approx(float((d < 0).mean()))
     assert resumed["ldps"]["lpips"]["mean"] == pytest.approx(whole["ldps"]["lpips"]["mean"], abs=1e-4)
     with pytest.raises(SystemExit, match="other images"):
         pq.restore(prior, val.subset([2, 1, 0]), "sr4", 1, tmp_path / "parts.npz", chunk=2)
+    # two processes sharing the images out: the last to finish reports on all of them
+    assert pq.restore(prior, val, "sr4", 1, tmp_path / "shared.npz", shard=(1, 2)) is None
+    both = pq.restore(prior, val, "sr4", 1, tmp_path / "shared.npz", shard=(0, 2))
+    assert both["n_images"] == 3 and both["held_out"]["n"] == 2
+    assert both["ldps"]["lpips"]["mean"] == pytest.approx(whole["ldps"]["lpips"]["mean"], abs=1e-4)
 
     # sections run by separate processes end up in one file; other weights' figures are dropped
     out = tmp_path / "q.json"
@@ -221,6 +230,7 @@ def test_prior_quality_restoration_resumes_and_does_not_depend_on_batching(tmp_p
     merged = pq.merge_results(out, {"fingerprint": "f1", "n_validation": 3, "restoration": {"inpaint_box": box}})
     assert set(merged["restoration"]) == {"sr4", "inpaint_box"} and merged["vae_psnr"]["mean"] == 27.0
     md = out.with_suffix(".md").read_text()
-    assert "| sr4 | 3 | 1 | ldps |" in md and "| inpaint_box | 3 | 1 | tv_admm |" in md and "(n = 2)" in md
+    assert "| sr4 | 3 | 1, 1.0 | ldps |" in md and "| inpaint_box | 3 | 1, 1.0 | tv_admm |" in md and "(n = 2)" in md
+    assert "- sr4: LDPS minus bicubic, image by image" in md
     assert "vae_psnr" not in pq.merge_results(out, {"fingerprint": "f2", "n_validation": 3})
     del sys.modules["prior_quality"]
