@@ -18,8 +18,9 @@ Results go to ``benchmarks/results/prior_quality.json`` and ``.md`` and the samp
 
 The restoration checks took 26 min (SR) and 35 min (box inpainting, LDPS and TV-ADMM) of one
 CPU core each for all 1000 images; run them as two processes (``--tasks``, one core each, the
-other sections skipped in one of them) to halve the wall time. They save per-image scores as
-they go and continue where they stopped. Every section run is merged into the results file.
+other sections skipped in one of them) to halve the wall time, or split one task's images
+between processes with ``--shard K/N``. They save per-image scores as they go and continue where
+they stopped. Every section run is merged into the results file.
 """
 
 from __future__ import annotations
@@ -245,6 +246,12 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--skip", nargs="*", default=(), choices=("vae", "text", "restore", "samples"))
     args = p.parse_args(argv)
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+    except ValueError:
+        shard = ()
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+        p.error(f"--shard {args.shard}: expected K/N with 0 <= K < N")
 
     from PIL import Image
 
@@ -269,9 +276,6 @@ def main(argv=None):
         ordered = Validation(images, np.asarray(val.labels), tuple(val.classes), tuple(val.names))
         ordered = restoration_images(ordered.subset(np.argsort(np.asarray(val.names))), args.n_restore)
         results["restoration"] = {}
-        shard = tuple(int(v) for v in args.shard.split("/"))
-        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-            p.error(f"--shard {args.shard}: expected K/N with 0 <= K < N")
         for task in args.tasks:
             rho = "" if args.step_size is None else f"_rho{args.step_size:g}"
             parts = out / "prior_quality_parts" / f"{task}_{fingerprint}_{args.steps}{rho}_{len(ordered.names)}.npz"

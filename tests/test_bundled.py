@@ -215,6 +215,9 @@ def test_prior_quality_restoration_resumes_and_does_not_depend_on_batching(tmp_p
     with pytest.raises(SystemExit, match="other images"):
         pq.restore(prior, val.subset([2, 1, 0]), "sr4", 1, tmp_path / "parts.npz", chunk=2)
     # two processes sharing the images out: the last to finish reports on all of them
+    for bad in ("2/2", "1", "a/b"):
+        with pytest.raises(SystemExit):
+            pq.main(["--shard", bad])
     assert pq.restore(prior, val, "sr4", 1, tmp_path / "shared.npz", shard=(1, 2)) is None
     both = pq.restore(prior, val, "sr4", 1, tmp_path / "shared.npz", shard=(0, 2))
     assert both["n_images"] == 3 and both["held_out"]["n"] == 2
