@@ -29,6 +29,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from a Python package, copied into _static/mathjax/ of the build: the site
+    # renders its math without a network (air-gapped clusters, file:// browsing).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinxcontrib.bibtex",
 ]
@@ -52,11 +55,35 @@ napoleon_use_rtype = False
 # dataclass and NamedTuple fields that autodoc documents itself.
 napoleon_use_ivar = True
 
-html_theme = "alabaster"
+# furo: a modern theme that ships its own CSS and JavaScript and uses the system fonts, so
+# it requests nothing from the network either (tests/test_docs.py checks every built page).
+html_theme = "furo"
 html_title = f"diffprior {release}"
 html_theme_options = {
-    "description": "Latent-diffusion priors for imaging inverse problems, in JAX",
-    "fixed_sidebar": True,
+    "sidebar_hide_name": False,
+}
+html_static_path = ["_static"]
+html_css_files = ["diffprior.css"]
+
+# ----------------------------------------------------------------------------- math
+#: The MathJax bundle that pages load, relative to _static/ (sphinx-mathjax-offline copies
+#: its MathJax 3 tree to _static/mathjax/). The "full" SVG build has every TeX package built
+#: in and draws glyphs as SVG paths: no extension is loaded later and no web font is fetched.
+MATHJAX_BUNDLE = "mathjax/tex-svg-full.js"
+mathjax3_config = {
+    "tex": {
+        # Exactly the delimiters that sphinx.ext.mathjax writes (mathjax_inline and
+        # mathjax_display); no "$" or "$$", which prose and shell examples use.
+        "inlineMath": [["\\(", "\\)"]],
+        "displayMath": [["\\[", "\\]"]],
+        "processEscapes": False,
+        # Multi-line ".. math::" blocks become \begin{split} / \begin{align}\begin{aligned}
+        # (AMS environments, part of the full build); equation numbers come from Sphinx.
+        # The docstrings use standard LaTeX only (tests/test_docs.py typesets every formula of
+        # the built site with this MathJax); shorthands would go in "macros" here.
+        "tags": "none",
+    },
+    "svg": {"fontCache": "global"},
 }
 
 math_number_all = False
@@ -87,7 +114,7 @@ def _titles_to_rubrics(lines):
 #: Module docstrings shown in full on narrative pages; the API reference links there instead.
 _SHOWN_ELSEWHERE = {
     "diffprior.io": ("hdf5", "The file formats are described in :doc:`/hdf5`."),
-    "diffprior.commands.tasks": ("cli", "The presets and their parameters are listed in :ref:`task-presets`."),
+    "diffprior.tasks": ("cli", "The presets and their parameters are listed in :ref:`task-presets`."),
 }
 
 
@@ -157,7 +184,15 @@ def _skip_member(app, what, name, obj, skip, options):
     return None
 
 
+def _use_bundled_mathjax(app, config):
+    # sphinx-mathjax-offline points mathjax_path at its tex-chtml.js, which loads web fonts and
+    # TeX extensions from _static/ as it goes (browsers may refuse the fonts of a file:// page);
+    # use the self-contained SVG build of the same copy.
+    config.mathjax_path = MATHJAX_BUNDLE
+
+
 def setup(app):
+    app.connect("config-inited", _use_bundled_mathjax, priority=900)
     app.connect("autodoc-process-docstring", _process_docstring)
     app.connect("autodoc-skip-member", _skip_member)
     app.add_directive("module-docstring", ModuleDocstring)
