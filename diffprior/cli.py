@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from .commands import CLIError
+from .errors import DiffpriorError
 
 #: At most this many characters of an error message are printed (it is kept to one line).
 MAX_MESSAGE = 1000
@@ -60,6 +60,10 @@ def _add_train(sub):
     e.add_argument("--out", required=True, help="destination folder")
     e.add_argument("--quality", default=None, metavar="JSON",
                    help="validation results of benchmarks/prior_quality.py to put in the model card")
+    e.add_argument("--preset-table", default="cifar10", metavar="TABLE",
+                   help="the solver preset table written into the prior's metadata (diffprior.json): cifar10 "
+                        "(the values searched for a CIFAR-10 prior; default), imagenet, ffhq, or none (the "
+                        "paper's general-domain presets)")
     e.set_defaults(func=_train_export)
 
 
@@ -90,7 +94,8 @@ def _train_export(args):
     from .train.card import write_card
     from .train.export import export_prior, lineage
 
-    path = export_prior(args.vae, args.ldm, args.out)
+    table = None if args.preset_table.lower() == "none" else args.preset_table
+    path = export_prior(args.vae, args.ldm, args.out, preset_table=table)
     commands = {}
     runs = [st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm)) for st in lineage(run, name)]
     for run in runs:  # every run of both stages, fine-tuning starts included
@@ -148,10 +153,12 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 40].rstrip() + " ... (--debug for the full message)"
 
 
-#: Errors that a user can meet and fix (exit status 2). ValueError covers the file, dataset,
-#: shape and configuration errors of the library; OSError covers missing and unreadable files
-#: (and ``PriorLoadError``, a ``FileNotFoundError``).
-EXPECTED_ERRORS = (CLIError, FileNotFoundError, OSError, ValueError, TypeError)
+#: Errors that a user can meet and fix (exit status 2): the library's own user errors
+#: (:class:`diffprior.errors.DiffpriorError`: files, folders, weights, images, configuration,
+#: and the commands' :class:`CLIError`) and the operating system's (missing or unreadable
+#: files, a full disk). Anything else -- a ``TypeError`` or ``ValueError`` from inside the
+#: library included -- is a bug and is reported as one.
+EXPECTED_ERRORS = (DiffpriorError, OSError)
 
 
 def main(argv=None) -> int:

@@ -144,12 +144,6 @@ def tweedie(schedule: Schedule, z_t, eps, t):
     return (z_t - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a)
 
 
-def eps_from_x0(schedule: Schedule, z_t, z0, t):
-    """Noise consistent with ``z_t`` and a (possibly corrected) ``z0``."""
-    a = _bcast(schedule.abar(t), z_t)
-    return (z_t - jnp.sqrt(a) * z0) / jnp.sqrt(1 - a)
-
-
 def add_noise(schedule: Schedule, z0, noise, t):
     """Forward process sample :math:`z_t = \\sqrt{\\bar\\alpha_t} z_0 + \\sqrt{1-\\bar\\alpha_t}\\epsilon`."""
     a = _bcast(schedule.abar(t), z0)
@@ -182,7 +176,3 @@ def ddim_step(schedule: Schedule, z0, eps, t, t_prev, eta: float = 0.0, noise=No
         raise ValueError("ddim_step: eta > 0 needs an explicit noise array (derived from a PRNG key)")
     return out
 
-
-def ddpm_step(schedule: Schedule, z0, eps, t, t_prev, noise):
-    """Ancestral DDPM step: :func:`ddim_step` with :math:`\\eta = 1`."""
-    return ddim_step(schedule, z0, eps, t, t_prev, eta=1.0, noise=noise)

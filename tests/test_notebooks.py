@@ -65,6 +65,8 @@ def test_first_code_cell_holds_the_settings(path):
     assert "\nPRIOR = None" in f"\n{src}", f"{path.name}: PRIOR must default to None (the bundled prior)"
 
 
+@pytest.mark.slow
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_executes(path, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")

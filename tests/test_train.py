@@ -1,9 +1,11 @@
 """Training pipeline: data readers, exact resume, export to a loadable diffusers folder."""
 
+import ast
 import dataclasses
 import json
 import io
 import tarfile
+from pathlib import Path
 
 import h5py
 import jax
@@ -13,10 +15,12 @@ from PIL import Image
 
 from diffprior import data as D
 from diffprior.models.config import UNetConfig, VAEConfig
+import diffprior.train
 from diffprior.train import checkpoint
+from diffprior.train.autoencoder_io import VAETrainConfig, load_vae
 from diffprior.train.ldm import LDMTrainConfig, run_ldm
 from diffprior.train.tokenizer import build_vocab, save_tokenizer
-from diffprior.train.vae import VAETrainConfig, run_vae
+from diffprior.train.vae import run_vae
 
 CLASSES = ("cat", "dog")
 TINY_VAE = VAEConfig(block_out_channels=(8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
@@ -107,13 +111,10 @@ def test_tokenizer_words_are_single_tokens(tmp_path):
 
 
 def _vae_params(path):
-    import json
-
-    from diffprior.train.ldm import load_vae
-
     return load_vae(path)[1], json.loads((path / "vae.json").read_text())["step"]
 
 
+@pytest.mark.slow
 def test_vae_resume_is_exact(folder, tmp_path):
     cfg = VAETrainConfig(steps=4, batch_size=4, warmup=1, ckpt_every=100, eval_every=2, log_every=1, n_eval=2)
     run_vae(str(folder), tmp_path / "a", cfg, TINY_VAE, progress=False)
@@ -129,6 +130,7 @@ def test_vae_resume_is_exact(folder, tmp_path):
     assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_ldm_resume_export_and_load(folder, tmp_path):
     from diffprior.prior import LatentDiffusionPrior
     from diffprior.train.export import export_prior, load_ldm_state
@@ -212,9 +214,8 @@ def test_checkpoint_roundtrip(tmp_path):
     assert back["step"] == 7 and meta == {"step": 7}
 
 
+@pytest.mark.slow
 def test_decoder_only_finetune_keeps_encoder(folder, tmp_path):
-    from diffprior.train.ldm import load_vae
-
     cfg = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2)
     run_vae(str(folder), tmp_path / "a", cfg, TINY_VAE, progress=False)
     ft = VAETrainConfig(steps=2, batch_size=4, warmup=1, ckpt_every=100, eval_every=100, log_every=1, n_eval=2,
@@ -230,6 +231,7 @@ def test_decoder_only_finetune_keeps_encoder(folder, tmp_path):
     assert any(changed)
 
 
+@pytest.mark.slow
 def test_ldm_finetune_from_another_run_onto_new_latents(folder, tmp_path):
     """``init_from``: the UNet starts from another run's weights on a changed autoencoder's latents."""
     from diffprior.train.card import describe_stages
@@ -265,3 +267,66 @@ def test_ldm_finetune_from_another_run_onto_new_latents(folder, tmp_path):
     assert text.startswith("2 steps") and "then all weights fine-tuned for 2 more steps" in text
     with pytest.raises(FileNotFoundError, match="no UNet checkpoint"):
         run_ldm(str(folder), tmp_path / "vae2", tmp_path / "x", cfg, progress=False, init_from=tmp_path / "vae")
+
+
+def _train_imports(path: Path, package: str, modules: set[str]) -> set[str]:
+    """Modules of ``package`` that the file ``path`` imports, at any depth of its code.
+
+    Function-local imports count too: they hide a cycle from Python, not from the reader.
+    """
+    own = f"{package}.{path.stem}" if path.stem != "__init__" else package
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the importing module's package
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            # ``from . import x`` / ``from pkg import x`` may name submodules
+            names = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            # ``import pkg.a.b`` also imports ``pkg.a``: count the submodule the name lies in
+            parts = name.split(".")
+            for i in range(len(parts), 0, -1):
+                cand = ".".join(parts[:i])
+                if cand in modules and cand != own:
+                    found.add(cand)
+                    break
+    return found
+
+
+def test_train_package_has_no_import_cycle():
+    """No module of ``diffprior.train`` imports (directly or through others) one that imports it back."""
+    package = diffprior.train.__name__
+    root = Path(diffprior.train.__file__).parent
+    files = {f"{package}.{p.stem}": p for p in sorted(root.glob("*.py")) if p.stem != "__init__"}
+    graph = {mod: _train_imports(path, package, set(files)) for mod, path in files.items()}
+    assert graph[f"{package}.vae"] and graph[f"{package}.ldm"], "the import parser found nothing"
+
+    cycles = []
+    for start in graph:  # depth-first search for a path that leads back to ``start``
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            mod, path = stack.pop()
+            for nxt in graph[mod]:
+                if nxt == start:
+                    cycles.append(" -> ".join(path + (start,)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + (nxt,)))
+    assert not cycles, "import cycles in diffprior.train:\n" + "\n".join(sorted(set(cycles)))
+
+
+def test_cycle_check_sees_function_local_imports(tmp_path):
+    """The parser of the cycle test counts imports inside functions and relative imports."""
+    (tmp_path / "mod.py").write_text("from . import checkpoint\n"
+                                     "def f():\n    from .ldm import load_vae\n"
+                                     "    import diffprior.train.vae\n")
+    mods = {"diffprior.train.checkpoint", "diffprior.train.ldm", "diffprior.train.vae", "diffprior.train.mod"}
+    assert _train_imports(tmp_path / "mod.py", "diffprior.train", mods) == mods - {"diffprior.train.mod"}

@@ -16,6 +16,7 @@ from ..models.config import CLIPTextConfig, UNetConfig, to_diffusers_dict
 from ..models.convert import params_to_state_dict
 from ..models.unet import UNet2DConditionModel
 from . import checkpoint
+from .autoencoder_io import load_vae
 from .common import RunLock
 
 SCHEDULER_CONFIG = {
@@ -90,8 +91,15 @@ def lineage(run_dir: str | Path, name: str) -> list[dict]:
             return chain
 
 
-def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> Path:
+def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path, *,
+                 preset_table: str | None = "cifar10", name: str | None = None) -> Path:
     """Assemble ``unet/ vae/ text_encoder/ tokenizer/ scheduler/`` from the two run folders.
+
+    Also writes the prior's metadata ``diffprior.json`` (:mod:`diffprior.priors.metadata`):
+    ``name`` (default: the folder name of ``out``), ``preset_table`` (default ``"cifar10"``:
+    the priors trained here are CIFAR-10 models, for which the searched solver presets of
+    :mod:`diffprior.solvers.tuned` were made; ``None``: the paper's ImageNet presets) and
+    the native image size.
 
     Raises ``BlockingIOError`` if a training process holds either folder: its checkpoint may
     change under the export (a trainer stopped by a signal writes one last checkpoint).
@@ -102,15 +110,16 @@ def export_prior(vae_dir: str | Path, ldm_dir: str | Path, out: str | Path) -> P
     try:
         for d in sorted(folders):
             locks.append(RunLock(d))
-        return _export(vae_dir, ldm_dir, out)
+        return _export(vae_dir, ldm_dir, out, preset_table=preset_table, name=name)
     finally:
         for lock in locks:
             lock.release()
 
 
-def _export(vae_dir, ldm_dir, out: Path) -> Path:
-    from .ldm import load_vae
+def _export(vae_dir, ldm_dir, out: Path, preset_table: str | None = "cifar10", name: str | None = None) -> Path:
+    from ..priors.metadata import PriorMetadata, write_metadata
 
+    metadata = PriorMetadata(name=name or out.resolve().name, preset_table=preset_table)  # validates early
     vae_cfg, vae_params, vae_meta = load_vae(vae_dir)
     ucfg, tcfg, state, meta = load_ldm_state(ldm_dir)
     vae_cfg = dataclasses.replace(vae_cfg, scaling_factor=round(float(meta["scaling_factor"]), 5))
@@ -138,6 +147,8 @@ def _export(vae_dir, ldm_dir, out: Path) -> Path:
         "scaling_factor": meta["scaling_factor"], "templates": meta["templates"],
         "caption_drop": meta["caption_drop"],
     }, indent=2))
+    size = ucfg.sample_size * vae_cfg.downsample_factor
+    write_metadata(tmp, metadata, image_size=(size, size))
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

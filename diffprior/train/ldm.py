@@ -37,6 +37,7 @@ from ..models.vae import AutoencoderKL
 from ..prior import load_tokenizer
 from ..schedule import Schedule, add_noise
 from . import checkpoint
+from .autoencoder_io import load_vae
 from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val, record_command
 from .tokenizer import save_tokenizer
 
@@ -132,24 +133,6 @@ def make_step(unet, text, tx, schedule: Schedule, ema_decay: float):
                 "wall": state["wall"]}, loss
 
     return step
-
-
-def load_vae(vae_dir: str | Path):
-    """Trained autoencoder ``(config, params)`` from a stage-1 run folder."""
-    from .vae import BUNDLED_VAE, VAETrainConfig, _optimizer
-
-    ckpt = Path(vae_dir) / "vae"
-    if not checkpoint.exists(ckpt):
-        raise FileNotFoundError(f"{vae_dir}: no autoencoder checkpoint (vae.msgpack/vae.json); "
-                                "run `diffprior train vae` first")
-    meta = json.loads(ckpt.with_suffix(".json").read_text())
-    cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["model"].items()})
-    model = AutoencoderKL(cfg)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
-    tx, _ = _optimizer(VAETrainConfig(**meta["config"]))
-    template = {"params": params, "opt_state": tx.init(params), "step": 0, "wall": 0.0}
-    state, meta = checkpoint.restore(ckpt, template)
-    return cfg, state["params"], meta
 
 
 def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrainConfig(),

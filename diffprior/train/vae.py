@@ -29,37 +29,8 @@ from ..data import apply_flips, batches
 from ..models.config import VAEConfig
 from ..models.vae import AutoencoderKL
 from . import checkpoint
+from .autoencoder_io import BUNDLED_VAE, VAETrainConfig, load_vae, vae_optimizer
 from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val, record_command
-
-# The bundled prior's autoencoder: 32x32x3 -> 8x8x4 (downsampling factor 4).
-BUNDLED_VAE = VAEConfig(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4,
-                        norm_num_groups=32, scaling_factor=1.0, sample_size=32)
-
-
-@dataclasses.dataclass(frozen=True)
-class VAETrainConfig:
-    """Optimisation settings of the autoencoder."""
-
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 200
-    final_lr_frac: float = 0.05
-    kl_weight: float = 1e-6
-    seed: int = 0
-    ckpt_every: int = 250
-    eval_every: int = 500
-    log_every: int = 50
-    n_eval: int = 256
-    decoder_only: bool = False  # fine-tune the decoder with the encoder frozen (latents unchanged)
-
-
-def _optimizer(cfg: VAETrainConfig):
-    warmup = min(cfg.warmup, max(cfg.steps // 10, 1))
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(cfg.steps, warmup + 1),
-                                               cfg.lr * cfg.final_lr_frac)
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)), sched
-
 
 FROZEN_FOR_DECODER_ONLY = ("encoder", "quant_conv")
 
@@ -142,11 +113,9 @@ def run_vae(data: str, out_dir: str, cfg: VAETrainConfig = VAETrainConfig(),
         meta0 = json.loads(ckpt.with_suffix(".json").read_text())
         model_cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta0["model"].items()})
     elif init_from is not None:
-        from .ldm import load_vae
-
         model_cfg, params, _ = load_vae(init_from)
     model = AutoencoderKL(model_cfg)
-    tx, sched = _optimizer(cfg)
+    tx, sched = vae_optimizer(cfg)
     if init_from is None or checkpoint.exists(ckpt):
         params = model.init(key, jnp.zeros((1, 32, 32, 3)))["params"]
     state = {"params": params, "opt_state": tx.init(params), "step": 0, "wall": 0.0}
