@@ -1,4 +1,11 @@
-"""Task presets: the forward operators that ``diffprior simulate --task`` builds.
+"""The task registry: named inverse problems, their operators and their solver presets.
+
+``TASKS[name]`` is a :class:`TaskPreset`: how to build the task's forward operator for an
+image shape (:meth:`TaskPreset.build` for one image, :meth:`TaskPreset.build_batch` for a
+batch with one random draw per image), which image sizes it accepts and which solver preset
+(:class:`diffprior.solvers.Task`) fits it. ``diffprior simulate --task`` draws from it, the
+problem file records the task's name, and ``diffprior solve`` picks its solver preset from
+that record. Adding a task is one :class:`TaskPreset` entry in :data:`TASKS`.
 
 Each preset turns an image shape ``(H, W, C)`` and a JAX key into one operator of
 :mod:`operators`. Parameters measured in pixels (blur kernel size and width, CT views) are
@@ -37,9 +44,9 @@ task                  operator and parameters (:math:`s = \\min(H, W)`)
 ====================  =========================================================================
 
 The kernel side is :math:`k(s) = 61` for :math:`s \\ge 256` and otherwise the odd integer at
-or below :math:`61 s / 256`, at least 7. Random masks and motion kernels are drawn once
-from the key, so all samples of one problem file share one operator (the problem schema
-stores a single operator).
+or below :math:`61 s / 256`, at least 7. Random masks and motion kernels are drawn per
+image, as DPS and P2L do (:meth:`TaskPreset.build_batch`: one operator whose kernels or
+masks carry a sample axis); ``shared=True`` draws one for the whole batch.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
 __all__ = ["REFERENCE_SIDE", "TaskPreset", "TASKS", "get_task", "kernel_side", "gauss_sigma",
-           "ct_views", "box_geometry"]
+           "ct_views", "box_geometry", "stack_operators"]
 
 REFERENCE_SIDE = 256
 """Image side at and above which pixel-sized parameters take the papers' values."""
@@ -117,6 +124,60 @@ class TaskPreset:
         image_shape = tuple(int(s) for s in image_shape)
         self.check_shape(image_shape)
         return self._build(image_shape, key, self.parameters(image_shape))
+
+    def build_batch(self, image_shape: Tuple[int, int, int], key, n: int, shared: bool = False):
+        """The operator for a batch of ``n`` images ``(H, W, C)``.
+
+        A random task draws one kernel or mask per image, from ``fold_in(key, i)`` for image
+        ``i``, and returns one operator on ``(n, H, W, C)`` whose arrays carry the sample axis;
+        with ``shared=True`` (or for a task without randomness) one operator on ``(H, W, C)``
+        is drawn from ``key`` and applied to every image.
+
+        Raises:
+            ValueError: If the image shape does not suit the preset or ``n < 1``.
+        """
+        if int(n) < 1:
+            raise ValueError(f"a batch needs at least one image; got n={n}")
+        if shared or not self.random:
+            return self.build(image_shape, key)
+        import jax
+
+        return stack_operators([self.build(image_shape, jax.random.fold_in(key, i)) for i in range(int(n))])
+
+
+def stack_operators(ops):
+    """One operator on ``(n, H, W, C)`` from ``n`` single-image operators of one class.
+
+    The data fields (kernels, masks) are stacked along a new sample axis; the other
+    parameters must agree.
+
+    Raises:
+        ValueError: If the operators differ in class, image shape or a static parameter, or
+            a data field differs in shape.
+    """
+    ops = list(ops)
+    if not ops:
+        raise ValueError("stack_operators needs at least one operator")
+    first = ops[0]
+    cls, shape = type(first), tuple(first.input_shape)
+    params = first._parameters()
+    for A in ops[1:]:
+        if type(A) is not cls or tuple(A.input_shape) != shape:
+            raise ValueError(f"cannot stack {type(A).__name__}{tuple(A.input_shape)} with {cls.__name__}{shape}")
+        other = A._parameters()
+        for k, v in params.items():
+            if k not in cls.data_fields and other[k] != v:
+                raise ValueError(f"cannot stack {cls.__name__} operators with different {k}: {v!r} and {other[k]!r}")
+    import numpy as np
+
+    stacked = dict(params)
+    for f in cls.data_fields:
+        arrays = [np.asarray(A._parameters()[f]) for A in ops]
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError(f"cannot stack {cls.__name__} operators whose {f} shapes differ: "
+                             f"{sorted({a.shape for a in arrays})}")
+        stacked[f] = np.stack(arrays)
+    return cls((len(ops),) + shape, **stacked)
 
 
 def _sr(factor, method="bicubic"):

@@ -8,10 +8,12 @@ Operators: :class:`Downsample`, :class:`Blur`, :class:`Inpaint`, :class:`CT`.
 Generators: :func:`gaussian_kernel`, :func:`motion_kernel`, :func:`load_kernel`,
 :func:`random_mask`, :func:`box_mask`, :func:`freeform_mask`.
 Noise: :func:`add_noise`, :func:`simulate`. Serialisation: :func:`describe`,
-:func:`from_description`. All variants: :data:`REGISTRY`.
+:func:`from_description`; :func:`register_operator` makes a new class known to both.
+Operators are JAX pytrees whose arrays are traced (see :class:`ImageOperator`); the task
+presets that build them live in :mod:`diffprior.tasks`.
 """
 
-from ._base import ImageOperator
+from ._base import ImageOperator, register_operator
 from .blur import Blur, BlurBoundary, check_kernel
 from .ct import CT
 from .describe import OPERATOR_CLASSES, describe, from_description
@@ -20,7 +22,6 @@ from .inpaint import Inpaint, check_mask
 from .kernels import gaussian_kernel, load_kernel, motion_kernel, normalize_kernel
 from .masks import box_mask, freeform_mask, hole_fraction, random_mask
 from .noise import add_noise, simulate
-from .registry import REGISTRY, OperatorFactory, make_operator
 
 __all__ = [
     "ImageOperator",
@@ -45,7 +46,5 @@ __all__ = [
     "describe",
     "from_description",
     "OPERATOR_CLASSES",
-    "REGISTRY",
-    "OperatorFactory",
-    "make_operator",
+    "register_operator",
 ]

@@ -12,7 +12,8 @@ promote). :class:`ImageOperator` checks both and states what it expected.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+import functools
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,7 +22,22 @@ import jax.numpy as jnp
 from scico.linop import LinearOperator
 from scico.operator import Operator
 
-__all__ = ["ImageOperator", "check_image_shape", "check_array"]
+__all__ = ["ImageOperator", "OPERATOR_CLASSES", "register_operator", "check_image_shape", "check_array",
+           "check_sample_axis"]
+
+OPERATOR_CLASSES: Dict[str, type] = {}
+"""Operator classes that :func:`operators.from_description` can rebuild, by class name."""
+
+
+def register_operator(cls: type) -> type:
+    """Class decorator: make an :class:`ImageOperator` known to :func:`operators.describe`,
+    :func:`operators.from_description` and the problem files (one line per operator)."""
+    if not (isinstance(cls, type) and issubclass(cls, ImageOperator)):
+        raise TypeError(f"register_operator takes an ImageOperator subclass, got {cls!r}")
+    if OPERATOR_CLASSES.get(cls.__name__, cls) is not cls:
+        raise ValueError(f"another operator class is registered as {cls.__name__!r}")
+    OPERATOR_CLASSES[cls.__name__] = cls
+    return cls
 
 
 def check_image_shape(input_shape: Any, name: str = "input_shape") -> Tuple[int, ...]:
@@ -91,13 +107,56 @@ def check_array(x: Any, expected_shape: Tuple[int, ...], expected_dtype: Any, wh
     return x
 
 
+def check_sample_axis(array: np.ndarray, input_shape: Tuple[int, ...], per_item_ndim: int,
+                      what: str) -> bool:
+    """Whether an operator parameter carries a leading sample axis, checked against the shape.
+
+    A parameter of ``per_item_ndim`` dimensions is shared by every image; one with a leading
+    axis more holds one value per sample and needs a batched ``input_shape`` ``(N, H, W, C)``
+    with the same ``N``.
+
+    Raises:
+        ValueError: If the parameter has a sample axis that does not match ``input_shape``.
+    """
+    if array.ndim == per_item_ndim:
+        return False
+    if array.ndim == per_item_ndim + 1:
+        if len(input_shape) != 4:
+            raise ValueError(f"{what} has a leading sample axis (shape {array.shape}), so input_shape must be "
+                             f"(N, H, W, C) with N = {array.shape[0]}; got {tuple(input_shape)}.")
+        if array.shape[0] != input_shape[0]:
+            raise ValueError(f"{what} holds {array.shape[0]} per-sample values (shape {array.shape}), but "
+                             f"input_shape {tuple(input_shape)} has N = {input_shape[0]} samples.")
+        return True
+    return False  # let the operator's own check report the rank
+
+
 class ImageOperator(LinearOperator):
     """Base class of the linear image operators in :mod:`operators`.
 
     Subclasses implement :meth:`_eval` for inputs of shape ``input_shape`` (leading batch
     axis or not) and pass their analytic ``output_shape``; the adjoint is derived by
     :func:`jax.linear_transpose` unless an explicit matched adjoint is supplied.
+
+    **Operators are data.** Every subclass is a JAX pytree: the arrays named in
+    :attr:`data_fields` (a blur kernel, an inpainting mask) are its leaves, and everything
+    else (class, ``input_shape``, scalar parameters such as the boundary rule) is its static
+    structure. Passing an operator through :func:`jax.jit` therefore traces its arrays:
+    new kernels or masks of the same shapes reuse the compiled program. An operator rebuilt
+    from its leaves (inside a trace) skips the constructor's checks, which ran when the
+    original was built, and derives its adjoint by transposition at each call.
+
+    Per-sample parameters: a parameter with one more leading axis than one image needs
+    (kernels ``(N, kh, kw)``, masks ``(N, H, W)``) applies its ``i``-th entry to image
+    ``i`` of a batched ``input_shape`` ``(N, H, W, C)``; :meth:`take` selects samples.
     """
+
+    #: Names of the array attributes that are traced data (pytree leaves).
+    data_fields: Tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, _flatten_operator, functools.partial(_unflatten_operator, cls))
 
     def __init__(
         self,
@@ -145,6 +204,66 @@ class ImageOperator(LinearOperator):
         """Constructor arguments other than `input_shape` (see :func:`operators.describe`)."""
         raise NotImplementedError
 
+    def _restore(self, input_shape: Tuple[int, ...], static: Dict[str, Any], arrays: Dict[str, Any]) -> None:
+        """Set the attributes of an operator rebuilt from its pytree parts.
+
+        ``arrays`` may be tracers or abstract values: only store them, never compute with
+        them here. The default, for operators without data fields, runs the constructor
+        on the static parameters; operators with data fields override it.
+        """
+        if self.data_fields:
+            raise NotImplementedError(f"{type(self).__name__} has data fields and must implement _restore")
+        with jax.ensure_compile_time_eval():  # constants of the construction stay concrete in a trace
+            type(self).__init__(self, input_shape, **static)
+
+    def _init_restored(self, input_shape, output_shape) -> None:
+        LinearOperator.__init__(self, input_shape=tuple(input_shape), output_shape=tuple(output_shape),
+                                adj_fn=self._transpose_at_call, input_dtype=np.float32,
+                                output_dtype=np.float32)
+
+    def _transpose_at_call(self, y):
+        spec = jax.ShapeDtypeStruct(self.input_shape, self.input_dtype)
+        return jax.linear_transpose(self._eval, spec)(y)[0]
+
+    @property
+    def per_sample(self) -> Tuple[str, ...]:
+        """Names of the data fields that hold one value per sample (leading axis ``N``)."""
+        return tuple(f for f in self.data_fields if self._is_per_sample(f))
+
+    def _is_per_sample(self, field: str) -> bool:
+        return False
+
+    def take(self, indices) -> "ImageOperator":
+        """The operator on the samples ``indices`` of the batch (per-sample parameters sliced).
+
+        A shared operator (no per-sample parameter) keeps its parameters; an unbatched one
+        ``(H, W, C)`` is returned unchanged.
+
+        Args:
+            indices: 1-D integer sequence of sample indices.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if not self.batched:
+            return self
+        n = self.input_shape[0]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"sample indices {idx.tolist()} out of range for a batch of {n}.")
+        params = {}
+        for k, v in self._parameters().items():
+            params[k] = np.asarray(v)[idx] if k in self.per_sample else v
+        return type(self)((int(idx.size),) + tuple(self.input_shape[1:]), **params)
+
+    def sample(self, index: int) -> "ImageOperator":
+        """The single-image operator ``(H, W, C)`` of sample ``index`` (its own parameters)."""
+        if not self.batched:
+            return self
+        n = self.input_shape[0]
+        if not -n <= int(index) < n:
+            raise IndexError(f"sample index {index} out of range for a batch of {n}.")
+        params = {k: (np.asarray(v)[int(index)] if k in self.per_sample else v)
+                  for k, v in self._parameters().items()}
+        return type(self)(tuple(self.input_shape[1:]), **params)
+
     def __call__(self, x):
         """Apply the operator to `x`, checking its shape and dtype first.
 
@@ -180,3 +299,24 @@ class ImageOperator(LinearOperator):
                 params.append(f"{k}={v!r}")
         args = ", ".join([f"input_shape={self.input_shape}"] + params)
         return f"{type(self).__name__}({args})"
+
+
+def _hashable(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(u) for u in v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _flatten_operator(op: ImageOperator):
+    arrays = tuple(getattr(op, f) for f in op.data_fields)
+    static = tuple(sorted((k, _hashable(v)) for k, v in op._parameters().items() if k not in op.data_fields))
+    return arrays, (tuple(op.input_shape), static)
+
+
+def _unflatten_operator(cls, aux, children):
+    input_shape, static = aux
+    op = object.__new__(cls)
+    op._restore(input_shape, dict(static), dict(zip(cls.data_fields, children)))
+    return op

@@ -10,7 +10,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from ._base import ImageOperator, check_image_shape
+from ._base import ImageOperator, check_image_shape, check_sample_axis, register_operator
 
 __all__ = ["Blur", "BlurBoundary", "check_kernel"]
 
@@ -25,12 +25,14 @@ class BlurBoundary(str, enum.Enum):
     """Periodic extension (circular convolution, diagonalised by the 2-D DFT)."""
 
 
-def check_kernel(kernel, what: str = "kernel") -> np.ndarray:
+def check_kernel(kernel, what: str = "kernel", per_sample: bool = False) -> np.ndarray:
     """Validate a blur kernel and return it as a float32 numpy array.
 
     Args:
-        kernel: Array-like of shape ``(kh, kw)`` with odd `kh`, `kw`.
+        kernel: Array-like of shape ``(kh, kw)`` with odd `kh`, `kw` (``(N, kh, kw)`` with
+            ``per_sample``).
         what: Name used in error messages.
+        per_sample: Expect a leading sample axis.
 
     Returns:
         The kernel as ``np.float32`` (values unchanged).
@@ -42,15 +44,17 @@ def check_kernel(kernel, what: str = "kernel") -> np.ndarray:
     k = np.asarray(kernel)
     if not (np.issubdtype(k.dtype, np.floating) or np.issubdtype(k.dtype, np.integer)):
         raise TypeError(f"{what} must be a real numeric array; got dtype {k.dtype}.")
-    if k.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (kh, kw); got shape {k.shape}.")
-    if k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+    if k.ndim != 2 + per_sample:
+        want = "3-D (N, kh, kw)" if per_sample else "2-D (kh, kw), or (N, kh, kw) with a batched input_shape"
+        raise ValueError(f"{what} must be {want}; got shape {k.shape}.")
+    if k.shape[-2] % 2 == 0 or k.shape[-1] % 2 == 0:
         raise ValueError(f"{what} must have odd side lengths (centred); got shape {k.shape}.")
     if not np.all(np.isfinite(k)):
         raise ValueError(f"{what} has non-finite entries (NaN or inf).")
     return k.astype(np.float32)
 
 
+@register_operator
 class Blur(ImageOperator):
     r"""Per-channel 2-D convolution with a fixed kernel.
 
@@ -74,9 +78,15 @@ class Blur(ImageOperator):
     The Gaussian and motion kernels of DPS/P2L are made by
     :func:`operators.gaussian_kernel` and :func:`operators.motion_kernel`.
 
+    Per-sample kernels: with ``input_shape = (N, H, W, C)``, ``kernel`` may be ``(N, kh,
+    kw)``; kernel :math:`k^{(n)}` then blurs image :math:`n` (the paper draws one motion
+    kernel per test image). The kernel is traced data (see :class:`ImageOperator`): new
+    kernels of the same shape reuse a compiled solver.
+
     Args:
         input_shape: ``(H, W, C)`` or ``(N, H, W, C)``.
-        kernel: ``(kh, kw)`` array, odd sides, finite. Not renormalised.
+        kernel: ``(kh, kw)`` array, odd sides, finite, or ``(N, kh, kw)`` per sample. Not
+            renormalised.
         boundary: :class:`BlurBoundary` or its string value.
         jit: Jit-compile forward, adjoint and Gram maps.
 
@@ -93,7 +103,8 @@ class Blur(ImageOperator):
         jit: bool = False,
     ):
         input_shape = check_image_shape(input_shape)
-        self.kernel = check_kernel(kernel)
+        per_sample = check_sample_axis(np.asarray(kernel), input_shape, 2, "Blur kernel")
+        self.kernel = check_kernel(kernel, per_sample=per_sample)
         try:
             boundary = BlurBoundary(boundary)
         except ValueError:
@@ -102,37 +113,56 @@ class Blur(ImageOperator):
                 f"{[b.value for b in BlurBoundary]}."
             ) from None
         self.boundary = boundary
-        H, W, C = input_shape[-3:]
-        if boundary is BlurBoundary.CIRCULAR:
-            kh, kw = self.kernel.shape
-            emb = np.zeros((H, W), np.float64)
-            rows = (np.arange(kh) - kh // 2) % H
-            cols = (np.arange(kw) - kw // 2) % W
-            np.add.at(emb, (rows[:, None], cols[None, :]), self.kernel.astype(np.float64))
-            self._kernel_fft = np.fft.rfft2(emb).astype(np.complex64)
         super().__init__(input_shape, input_shape, jit=jit)
+
+    data_fields = ("kernel",)
 
     def _parameters(self) -> dict:
         return {"kernel": self.kernel, "boundary": self.boundary.value}
 
+    def _restore(self, input_shape, static, arrays) -> None:
+        self.kernel = arrays["kernel"]
+        self.boundary = BlurBoundary(static["boundary"])
+        self._init_restored(input_shape, input_shape)
+
+    def _is_per_sample(self, field: str) -> bool:
+        return np.ndim(self.kernel) == 3
+
+    def _folded_kernel_fft(self, k: jax.Array, H: int, W: int) -> jax.Array:
+        """The kernel folded onto the periodic ``H x W`` grid, centred at 0, then ``rfft2``."""
+        kh, kw = k.shape[-2:]
+        rows = (np.arange(kh) - kh // 2) % H
+        cols = (np.arange(kw) - kw // 2) % W
+        emb = jnp.zeros(k.shape[:-2] + (H, W), k.dtype)
+        emb = emb.at[..., rows[:, None], cols[None, :]].add(k)
+        return jnp.fft.rfft2(emb, axes=(-2, -1))
+
     def _eval(self, x: jax.Array) -> jax.Array:
         H, W, C = x.shape[-3:]
+        k = jnp.asarray(self.kernel, x.dtype)
         if self.boundary is BlurBoundary.CIRCULAR:
             xf = jnp.fft.rfft2(x, axes=(-3, -2))
-            kf = jnp.asarray(self._kernel_fft)[:, :, None]
+            kf = self._folded_kernel_fft(k, H, W)[..., None]  # (H, W', 1) or (N, H, W', 1)
             return jnp.fft.irfft2(xf * kf, s=(H, W), axes=(-3, -2)).astype(x.dtype)
-        xb = x.reshape((-1, H, W, C))
-        kh, kw = self.kernel.shape
-        # conv_general_dilated computes a correlation: flip for a true convolution.
-        rhs = jnp.asarray(self.kernel[::-1, ::-1].copy())[:, :, None, None]
-        rhs = jnp.tile(rhs, (1, 1, 1, C))  # HWIO with I = 1, O = C, groups = C
-        y = jax.lax.conv_general_dilated(
-            xb,
-            rhs,
-            window_strides=(1, 1),
-            padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=C,
-            precision=jax.lax.Precision.HIGHEST,
-        )
-        return y.reshape(x.shape)
+        if k.ndim == 3:  # one kernel per sample
+            return jax.vmap(_convolve_same)(x, k)
+        return _convolve_same(x, k)
+
+
+def _convolve_same(x: jax.Array, k: jax.Array) -> jax.Array:
+    """Depthwise 'same' convolution of ``(..., H, W, C)`` images with one ``(kh, kw)`` kernel."""
+    H, W, C = x.shape[-3:]
+    xb = x.reshape((-1, H, W, C))
+    kh, kw = k.shape
+    # conv_general_dilated computes a correlation: flip for a true convolution.
+    rhs = jnp.tile(k[::-1, ::-1][:, :, None, None], (1, 1, 1, C))  # HWIO, I = 1, O = C, groups = C
+    y = jax.lax.conv_general_dilated(
+        xb,
+        rhs,
+        window_strides=(1, 1),
+        padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=C,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return y.reshape(x.shape)

@@ -9,11 +9,12 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from ._base import ImageOperator, check_image_shape
+from ._base import ImageOperator, check_image_shape, register_operator
 
 __all__ = ["CT"]
 
 
+@register_operator
 class CT(ImageOperator):
     r"""Parallel-beam X-ray projector (sparse-view CT), per channel and per batch item.
 

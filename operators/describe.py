@@ -3,7 +3,10 @@
 A description is a flat ``dict``: ``"class"`` (the operator's class name),
 ``"input_shape"`` (list of ints), the remaining constructor arguments as JSON-able scalars
 (ints, floats, strings) and numpy arrays (blur kernel, inpainting mask). Arrays are stored
-as such, so a random mask or motion kernel is rebuilt exactly, without its key.
+as such, so a random mask or motion kernel is rebuilt exactly, without its key. A
+per-sample operator keeps the sample axis of its arrays (kernels ``(N, kh, kw)``) and its
+batched ``input_shape`` ``(N, H, W, C)``. Classes are known through
+:func:`operators.register_operator`.
 """
 
 from __future__ import annotations
@@ -12,16 +15,9 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._base import ImageOperator
-from .blur import Blur
-from .ct import CT
-from .downsample import Downsample
-from .inpaint import Inpaint
+from ._base import OPERATOR_CLASSES, ImageOperator
 
 __all__ = ["describe", "from_description", "OPERATOR_CLASSES"]
-
-OPERATOR_CLASSES: Dict[str, type] = {c.__name__: c for c in (Downsample, Blur, Inpaint, CT)}
-"""Operator classes that :func:`from_description` can rebuild, by class name."""
 
 
 def describe(A: ImageOperator) -> Dict[str, Any]:
@@ -41,7 +37,7 @@ def describe(A: ImageOperator) -> Dict[str, Any]:
         raise TypeError(f"describe() supports {sorted(OPERATOR_CLASSES)}; got {type(A).__name__}.")
     d: Dict[str, Any] = {"class": type(A).__name__, "input_shape": [int(s) for s in A.input_shape]}
     for k, v in A._parameters().items():
-        d[k] = np.array(v) if isinstance(v, np.ndarray) else v
+        d[k] = np.array(v) if k in A.data_fields or isinstance(v, np.ndarray) else v
     return d
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from ._base import ImageOperator, check_image_shape
+from ._base import ImageOperator, check_image_shape, register_operator
 
 __all__ = ["Downsample", "DownsampleMethod", "bicubic_weights", "cubic"]
 
@@ -84,6 +84,7 @@ def bicubic_weights(n: int, factor: int) -> Tuple[np.ndarray, np.ndarray]:
     return j.astype(np.int32), w.astype(np.float32)
 
 
+@register_operator
 class Downsample(ImageOperator):
     r"""Downsample images by an integer factor.
 

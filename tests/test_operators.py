@@ -1,5 +1,5 @@
-"""Forward operators: registry-wide adjoint/shape/batch/jit checks, reference evaluations,
-serialisation and bad input."""
+"""Forward operators: adjoint/shape/batch/jit checks over every task of the task registry
+(plus the variants no task uses), reference evaluations, serialisation and bad input."""
 
 from __future__ import annotations
 
@@ -14,9 +14,29 @@ import jax.numpy as jnp
 from scico.linop import valid_adjoint
 
 import operators as op
+from diffprior.tasks import TASKS
 
 C = 2  # channels in the registry test
 N = 2  # batch size in the registry test
+
+
+def _from_task(task):
+    return task.size_multiple, lambda shape, key: task.build(shape, key)
+
+
+#: Every operator variant the test runs through: the task registry's operators (one line
+#: per task in :data:`diffprior.tasks.TASKS`) and the variants no task uses.
+VARIANTS = {
+    **{f"task:{name}": _from_task(t) for name, t in TASKS.items()},
+    "blur_circular": (1, lambda s, k: op.Blur(s, op.gaussian_kernel(7, 1.0), "circular")),
+    "sr_average_x2": (2, lambda s, k: op.Downsample(s, 2, "average")),
+    "sr_bicubic_x2": (2, lambda s, k: op.Downsample(s, 2, "bicubic")),
+}
+
+
+def _batched(A1, n):
+    """The single-image operator A1 on a batch of n (one shared parameter set)."""
+    return op.from_description({**op.describe(A1), "input_shape": [n, *A1.input_shape]})
 
 
 def _shapes(m: int):
@@ -37,7 +57,7 @@ def _adjoint_error(A, x, y) -> float:
 
 
 @pytest.mark.parametrize("size", ["odd", "even"])
-@pytest.mark.parametrize("name", sorted(op.REGISTRY))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_registry_operator(name, size):
     """Adjoint, shape/dtype inference, batch independence and jit for every operator.
 
@@ -46,11 +66,11 @@ def test_registry_operator(name, size):
     per-sample stack of the unbatched results, forward and adjoint. Eager evaluation of the
     batched operator is skipped only to save per-primitive compile time on CPU.
     """
-    factory = op.REGISTRY[name]
-    H, W = _shapes(factory.size_multiple)[size]
+    multiple, build = VARIANTS[name]
+    H, W = _shapes(multiple)[size]
     key = jax.random.PRNGKey(3)
-    A1 = factory((H, W, C), key)
-    AN = factory((N, H, W, C), key)
+    A1 = build((H, W, C), key)
+    AN = _batched(A1, N)
     assert AN.input_shape == (N, H, W, C)
     assert AN.output_shape == (N,) + A1.output_shape
 
@@ -88,11 +108,11 @@ def test_registry_operator(name, size):
     assert not np.array_equal(np.asarray(yN2[0]), np.asarray(yN[0]))
 
 
-@pytest.mark.parametrize("name", sorted(op.REGISTRY))
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_describe_roundtrip(name):
-    factory = op.REGISTRY[name]
-    H, W = _shapes(factory.size_multiple)["even"]
-    A = factory((N, H, W, C), jax.random.PRNGKey(5))
+    multiple, build = VARIANTS[name]
+    H, W = _shapes(multiple)["even"]
+    A = _batched(build((H, W, C), jax.random.PRNGKey(5)), N)
     d = op.describe(A)
     assert d["class"] == type(A).__name__ and d["input_shape"] == [N, H, W, C]
     scalars = {k: v for k, v in d.items() if not isinstance(v, np.ndarray)}
@@ -234,8 +254,10 @@ def test_bad_operator_parameters():
         op.Blur((8, 8, 1), np.ones((4, 4)))
     with pytest.raises(ValueError, match="non-finite"):
         op.Blur((8, 8, 1), np.full((3, 3), np.nan))
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with pytest.raises(ValueError, match="leading sample axis"):
         op.Blur((8, 8, 1), np.ones((3, 3, 1)))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        op.Blur((8, 8, 1), np.ones((1, 3, 3, 1)))
     with pytest.raises(ValueError, match="Unknown blur boundary"):
         op.Blur((8, 8, 1), np.ones((3, 3)), "reflect")
     with pytest.raises(ValueError, match=r"expected shape \(H, W\) = \(8, 8\), got \(8, 7\)"):
@@ -256,8 +278,26 @@ def test_bad_operator_parameters():
         op.from_description(
             {"class": "Downsample", "input_shape": [4, 4, 1], "factor": 2, "bogus": 1}
         )
-    with pytest.raises(KeyError, match="Unknown operator 'sr_x3'"):
-        op.make_operator("sr_x3", (8, 8, 1), jax.random.PRNGKey(0))
+    with pytest.raises(KeyError, match="unknown task 'sr3'"):
+        from diffprior.tasks import get_task
+
+        get_task("sr3")
+
+
+@pytest.mark.parametrize("name", [n for n, t in TASKS.items() if t.random])
+def test_random_tasks_draw_one_operator_per_image(name):
+    """``build_batch`` gives one operator whose image i uses the draw of fold_in(key, i)."""
+    task, key, shape = TASKS[name], jax.random.PRNGKey(4), (16, 16, C)
+    AN = task.build_batch(shape, key, 3)
+    assert AN.input_shape == (3, *shape) and AN.per_sample
+    x = _rand(AN.input_shape, 7)
+    y = AN(x)
+    for i in range(3):
+        Ai = task.build(shape, jax.random.fold_in(key, i))
+        np.testing.assert_allclose(y[i], Ai(x[i]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(y[0], task.build(shape, jax.random.fold_in(key, 1))(x[0]))
+    shared = task.build_batch(shape, key, 3, shared=True)
+    assert shared.input_shape == shape
 
 
 def test_adjoint_first_used_inside_jit():
