@@ -5,6 +5,9 @@ memory, integer labels, the class names and each file's name. Captions follow th
 ``"a photo of a {class}"``. Batches come from :func:`batches`, which is seeded and
 positionable (epoch, step) so that training resumes exactly where it stopped.
 
+Single image files of any bit depth are read by :func:`read_image` (float32 ``(H, W, C)`` in
+``[0, 1]``); the dataset readers use it too and round deeper images to 8 bits.
+
 The CIFAR-10 split convention of this project (``../shared/data/cifar10/README.md``): files
 ``4900.jpg``-``4999.jpg`` of every class are the validation set and are never trained on.
 """
@@ -20,12 +23,198 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from .errors import DiffpriorError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CAPTION_TEMPLATE = "a photo of a {}"
 
 
-class DatasetError(ValueError):
+class DatasetError(DiffpriorError, ValueError):
     """A dataset path is missing, empty or malformed."""
+
+
+# ----------------------------------------------------------------------------- one image file
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+#: 8-bit PIL modes and the mode each is converted to (alpha is dropped).
+_PIL_8BIT = {"L": "L", "LA": "L", "La": "L", "RGB": "RGB", "RGBA": "RGB", "RGBa": "RGB",
+             "RGBX": "RGB", "P": "RGB", "PA": "RGB", "YCbCr": "RGB"}
+_PIL_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class ImageReadError(DatasetError):
+    """An image file cannot be read, or not without losing or inventing information."""
+
+
+def _file_kind(fp) -> tuple:
+    """``("png", bit_depth, colour_type)``, ``("tiff",)`` or ``(None,)`` from a stream's first bytes."""
+    pos = fp.tell()
+    head = fp.read(26)
+    fp.seek(pos)
+    if len(head) >= 26 and head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return "png", head[24], head[25]
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
+        return ("tiff",)
+    return (None,)
+
+
+def _tiff_array(fp, name: str) -> np.ndarray:
+    """Read the first image of a TIFF that PIL cannot hold (16-bit colour, float RGB) with tifffile."""
+    try:
+        import tifffile
+    except ImportError:
+        raise ImageReadError(f"cannot read image {name}: a TIFF with more than 8 bits per colour "
+                             "sample needs the 'tifffile' package") from None
+    try:
+        with tifffile.TiffFile(fp) as tif:
+            page = tif.pages[0]
+            photometric = getattr(page.photometric, "name", str(page.photometric))
+            arr, axes = page.asarray(), page.axes
+    except Exception as e:  # noqa: BLE001 -- tifffile raises many types for corrupt files
+        raise ImageReadError(f"cannot decode image {name}: {e}") from None
+    if photometric not in ("MINISBLACK", "RGB"):
+        raise ImageReadError(f"cannot read image {name}: TIFF photometric {photometric} is not supported "
+                             "(expected grayscale or RGB)")
+    if axes.startswith("S") and arr.ndim == 3:  # planar configuration: samples first
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # extra sample: alpha
+        arr = arr[..., :-1]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3)):
+        raise ImageReadError(f"cannot read image {name}: TIFF of shape {arr.shape} (axes {axes}) is not "
+                             "a single grayscale or RGB image")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255)
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.float64) / 65535.0).astype(np.float32)
+    if arr.dtype.kind == "f":
+        return _check_unit_range(arr.astype(np.float32), name, f"{arr.dtype} TIFF")
+    raise ImageReadError(f"cannot read image {name}: TIFF samples of type {arr.dtype} are not supported "
+                         "(expected uint8, uint16 or float in [0, 1])")
+
+
+def _check_unit_range(x: np.ndarray, name: str, what: str) -> np.ndarray:
+    if x.size and not np.all(np.isfinite(x)):
+        raise ImageReadError(f"cannot read image {name}: {what} holds NaN or infinite values")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ImageReadError(f"cannot read image {name}: {what} values [{x.min():g}, {x.max():g}] are "
+                             "outside [0, 1] (rescale it to [0, 1] first)")
+    return x
+
+
+def _resize(x: np.ndarray, size) -> np.ndarray:
+    """Bicubic resize of a float ``(H, W, C)`` image, channel by channel (PIL mode ``F``)."""
+    from PIL import Image
+
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c]), "F").resize(
+        (size[1], size[0]), Image.BICUBIC), np.float32) for c in range(x.shape[-1])]
+    return np.clip(np.stack(out, -1), 0.0, 1.0)
+
+
+def _pil_array(img, name: str, bits: int | None, size) -> np.ndarray:
+    """Float ``(H, W, C)`` (C = 1 or 3) of a PIL image at its true bit depth (``bits`` per
+    sample as the file header states it, if known)."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "1":
+        x = np.asarray(img, np.float32)[..., None]
+    elif mode in _PIL_8BIT:
+        target = _PIL_8BIT[mode]
+        if mode in ("P", "PA"):
+            img = img.convert("RGBA")  # applies the palette and any transparency entry
+        if img.mode != target:
+            img = img.convert(target)
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BICUBIC)  # 8 bits: resized as before
+            size = None
+        x = np.asarray(img, np.uint8).astype(np.float32) / np.float32(255)
+        x = x.reshape(x.shape[:2] + (-1,))
+    elif mode in _PIL_16BIT:
+        x = (np.asarray(img).astype(np.float64) / 65535.0).astype(np.float32)[..., None]
+    elif mode == "I":
+        # 32-bit integer mode: PIL uses it for 16-bit grayscale PNGs in some versions
+        a = np.asarray(img)
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if bits not in (None, 16) or lo < 0 or hi > 65535:
+            raise ImageReadError(f"cannot read image {name}: {bits or 32}-bit integer image (PIL mode I, "
+                                 f"values [{lo}, {hi}]) has no known white level; save it as 8 or 16 bits")
+        x = (a.astype(np.float64) / 65535.0).astype(np.float32)[..., None]
+    elif mode == "F":
+        x = _check_unit_range(np.asarray(img, np.float32), name, "32-bit float image (PIL mode F)")[..., None]
+    else:
+        raise ImageReadError(f"cannot read image {name}: PIL mode {mode} is not supported (expected "
+                             "grayscale, RGB, RGBA, palette, 16-bit grayscale or float)")
+    if size is not None and x.shape[:2] != tuple(size):
+        x = _resize(x, size)
+    return x
+
+
+def _read_image(fp, name: str, channels: int | None = 3, size: tuple | None = None) -> np.ndarray:
+    from PIL import Image
+
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
+    kind = _file_kind(fp)
+    if kind[0] == "png" and kind[1] == 16 and kind[2] in (2, 4, 6):
+        # PIL has no 16-bit colour mode: it would silently keep only the high byte of each sample
+        raise ImageReadError(
+            f"cannot read image {name}: 16-bit {_PNG_COLOUR[kind[2]]} PNG is not supported (PIL keeps only "
+            "8 of its 16 bits); save it as a 16-bit TIFF, a 16-bit grayscale PNG or an 8-bit PNG")
+    try:
+        img = Image.open(fp)
+        img.load()
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types for corrupt files
+        if kind[0] != "tiff":
+            raise ImageReadError(f"cannot decode image {name}: {e}") from None
+        img = None  # e.g. float RGB TIFF: PIL cannot open it, tifffile can
+    bits = kind[1] if kind[0] == "png" else None
+    if kind[0] == "tiff" and img is not None:
+        bits = max((int(b) for b in np.atleast_1d(img.tag_v2.get(258, ()))), default=None)
+    if img is None or (kind[0] == "tiff" and bits and bits > 8 and img.mode not in _PIL_16BIT + ("I", "F")):
+        fp.seek(0)  # a TIFF that PIL cannot hold (it would drop bits of 16-bit colour)
+        x = _tiff_array(fp, name)
+        x = x if x.ndim == 3 else x[..., None]
+        if size is not None and x.shape[:2] != tuple(size):
+            x = _resize(x, size)
+    else:
+        x = _pil_array(img, name, bits, size)
+    if channels == 3 and x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    elif channels == 1 and x.shape[-1] == 3:  # ITU-R BT.601 luma, as PIL's convert("L")
+        x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    return np.ascontiguousarray(x, np.float32)
+
+
+def read_image(path: str | os.PathLike, channels: int | None = 3, size: tuple | None = None) -> np.ndarray:
+    """Read one image file as float32 ``(H, W, C)`` in ``[0, 1]``, scaled by its true bit depth.
+
+    Supported: 8-bit grayscale, RGB, RGBA and palette images (divided by 255); 1-bit images
+    (0 or 1); 16-bit grayscale PNG/TIFF (PIL modes ``I;16*``, or ``I`` with values up to
+    65535: divided by 65535); 32-bit float images (PIL mode ``F``; values kept and required to
+    lie in ``[0, 1]``); 16-bit grayscale/RGB and float TIFF through ``tifffile``. An alpha
+    channel is dropped (not composited). Multi-frame files give their first frame.
+
+    Refused with :class:`ImageReadError`: 16-bit colour PNG (PIL can only hold its high byte:
+    save it as a 16-bit TIFF), CMYK and other colour spaces, integer images without a known
+    white level, float images outside ``[0, 1]``, undecodable files.
+
+    Args:
+        path: the image file.
+        channels: ``3`` (default): grayscale is replicated to RGB; ``1``: RGB is reduced to
+            BT.601 luma; ``None``: the file's own channel count (1 or 3).
+        size: ``(H, W)`` to resize to (bicubic; 8-bit images are resized in 8 bits as before,
+            deeper ones in float); ``None`` keeps the size.
+
+    Returns:
+        float32 array ``(H, W, C)`` with values in ``[0, 1]``.
+
+    Raises:
+        ImageReadError: (a :class:`DatasetError`, so a ``ValueError``) naming the file and why.
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    path = Path(path)
+    with open(path, "rb") as fp:
+        return _read_image(fp, str(path), channels, size)
 
 
 @dataclass(frozen=True)
@@ -78,15 +267,9 @@ def split(data: ImageSet, is_validation: Callable[[str], bool] = is_cifar_valida
 
 
 def _decode(raw: bytes, name: str, size: tuple | None) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        img = Image.open(io.BytesIO(raw)).convert("RGB")
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise DatasetError(f"cannot decode image {name}: {e}") from None
-    if size is not None and img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BICUBIC)
-    return np.asarray(img, np.uint8)
+    """RGB ``uint8`` of an encoded image at any bit depth (deeper images are rounded to 8 bits)."""
+    x = _read_image(io.BytesIO(raw), name, channels=3, size=size)
+    return np.rint(x * 255.0).astype(np.uint8)
 
 
 def _assemble(items: Sequence[tuple[str, str, bytes]], source, size) -> ImageSet:

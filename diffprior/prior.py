@@ -22,17 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from .errors import DiffpriorError
 from .models.clip import CLIPTextModel
 from .models.config import CLIPTextConfig, UNetConfig, VAEConfig
 from .models.convert import WeightLoadError, state_dict_to_params
 from .models.unet import UNet2DConditionModel
 from .models.vae import AutoencoderKL
+from .priors.metadata import PriorMetadata, read_metadata
 from .schedule import Schedule, model_output_to_eps, tweedie
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
-class PriorLoadError(FileNotFoundError):
+class PriorLoadError(DiffpriorError, FileNotFoundError):
     """A prior folder is missing components or files; lists every problem."""
 
 
@@ -63,13 +65,79 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:12]
 
 
+_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why ``f`` is not a safetensors file (``None`` if its framing looks right). Reads only the
+    8-byte length and the JSON header: a pickle is recognised by its first bytes, never loaded."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, _ST_MAX_HEADER):
+            if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+                return ("a Python pickle (a PyTorch .bin/.ckpt?); pickles are never loaded: convert it "
+                        "to safetensors, see the docs page on loading Stable Diffusion")
+            if head[:4] == b"PK\x03\x04":
+                return ("a zip archive (a PyTorch torch.save checkpoint?); convert it to safetensors, "
+                        "see the docs page on loading Stable Diffusion")
+            return f"header length {n} does not fit in the {size}-byte file"
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            return f"header is not JSON: {_one_line(e)}"
+    if not isinstance(header, dict) or not all(
+            isinstance(v, dict) and {"dtype", "shape", "data_offsets"} <= v.keys()
+            for k, v in header.items() if k != "__metadata__"):
+        return "header is not a map of tensor names to dtype/shape/data_offsets"
+    return None
+
+
 def _read_state(folder: Path) -> dict:
+    """All tensors of ``folder``'s safetensors files (PyTorch names -> numpy arrays).
+
+    Raises:
+        PriorLoadError: ``not a safetensors file: <path> (<reason>)`` for a file that is not
+            one (random bytes, a pickle -- which is never unpickled --, a truncated file).
+    """
     from safetensors.numpy import load_file
 
     state = {}
     for f in _weight_files(folder):
-        state.update(load_file(str(f)))
+        try:
+            problem = _safetensors_problem(f)
+        except OSError as e:
+            raise PriorLoadError(f"cannot read {f}: {_one_line(e)}") from None
+        if problem is None:
+            try:
+                state.update(load_file(str(f)))
+                continue
+            except Exception as e:  # noqa: BLE001 -- SafetensorError and friends: bad data section
+                problem = _one_line(e)
+        raise PriorLoadError(f"not a safetensors file: {f} ({problem})")
     return state
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; :class:`PriorLoadError` naming the file if it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise PriorLoadError(f"invalid JSON in {path}: not UTF-8 text ({_one_line(e)})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PriorLoadError(f"invalid JSON in {path}: line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise PriorLoadError(f"invalid config {path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def _check_folder(path: Path) -> list[str]:
@@ -117,6 +185,11 @@ class LatentDiffusionPrior:
         unet, vae, text_encoder: the Flax modules (static).
         tokenizer: a ``CLIPTokenizer`` (static; used on the host by :meth:`embed`).
         dtype: compute dtype (``float32`` or ``bfloat16``).
+        metadata: a :class:`~diffprior.priors.PriorMetadata` (static, hashable): name,
+            preset table, native image size; read from the folder's ``diffprior.json`` by
+            :meth:`from_pretrained`.
+
+    Implements :class:`diffprior.priors.DiffusionPrior`.
     """
 
     unet_params: dict
@@ -128,6 +201,7 @@ class LatentDiffusionPrior:
     text_encoder: CLIPTextModel = struct.field(pytree_node=False)
     tokenizer: object = struct.field(pytree_node=False)
     dtype: object = struct.field(pytree_node=False, default=jnp.float32)
+    metadata: PriorMetadata = struct.field(pytree_node=False, default=PriorMetadata())
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -140,7 +214,9 @@ class LatentDiffusionPrior:
             remat: activation checkpointing in the UNet and VAE (saves memory under ``grad``).
 
         Raises:
-            PriorLoadError: a folder or file is missing (all of them are listed).
+            PriorLoadError: a folder or file is missing (all of them are listed), or a file is
+                unreadable: invalid JSON, a weight file that is not safetensors (the message
+                names the file; pickles are never unpickled).
             WeightLoadError: tensors do not match the configuration (all mismatches listed).
             UnsupportedConfigError: a configuration selects an unimplemented feature.
         """
@@ -148,11 +224,16 @@ class LatentDiffusionPrior:
         problems = _check_folder(path)
         if problems:
             raise PriorLoadError(f"{path} is not a complete diffusers-format prior:\n  " + "\n  ".join(problems))
+        metadata = read_metadata(path)
+        if not (metadata.latent and metadata.conditioning):
+            raise PriorLoadError(f"{path / 'diffprior.json'}: says latent={str(metadata.latent).lower()}, "
+                                 f"conditioning={str(metadata.conditioning).lower()}, but the folder is a "
+                                 "text-conditioned latent diffusion pipeline")
 
         def cfg(comp):
-            with open(path / comp / "config.json") as f:
-                return json.load(f)
+            return _read_json(path / comp / "config.json")
 
+        _read_json(path / "scheduler" / "scheduler_config.json")  # a clear error before Schedule reads it
         ucfg, vcfg, tcfg = (UNetConfig.from_dict(cfg("unet")), VAEConfig.from_dict(cfg("vae")),
                             CLIPTextConfig.from_dict(cfg("text_encoder")))
         unet, vae, text = UNet2DConditionModel(ucfg, remat), AutoencoderKL(vcfg, remat), CLIPTextModel(tcfg)
@@ -168,7 +249,8 @@ class LatentDiffusionPrior:
             raise WeightLoadError(str(path), errors)
         return cls(_cast(params["unet"], dtype), _cast(params["vae"], dtype), _cast(params["text_encoder"], dtype),
                    Schedule.from_config_file(path / "scheduler" / "scheduler_config.json"),
-                   unet, vae, text, load_tokenizer(path / "tokenizer"), dtype)
+                   unet, vae, text, load_tokenizer(path / "tokenizer"), dtype,
+                   _with_image_size(metadata, ucfg, vcfg))
 
     @classmethod
     def bundled(cls, dtype=jnp.float32):
@@ -179,8 +261,10 @@ class LatentDiffusionPrior:
 
     @classmethod
     def random(cls, key, unet_config: UNetConfig, vae_config: VAEConfig, text_config: CLIPTextConfig,
-               tokenizer, schedule: Schedule | None = None, dtype=jnp.float32, remat: bool = False):
-        """A prior with freshly initialised weights (tests, timing, training from scratch)."""
+               tokenizer, schedule: Schedule | None = None, dtype=jnp.float32, remat: bool = False,
+               metadata: PriorMetadata | None = None):
+        """A prior with freshly initialised weights (tests, timing, training from scratch);
+        ``metadata`` defaults to ``PriorMetadata(name="random")``."""
         unet, vae, text = (UNet2DConditionModel(unet_config, remat), AutoencoderKL(vae_config, remat),
                            CLIPTextModel(text_config))
         k1, k2, k3 = jax.random.split(key, 3)
@@ -191,7 +275,8 @@ class LatentDiffusionPrior:
         vp = vae.init(k2, jnp.zeros((1, s * f, s * f, vae_config.in_channels)))
         tp = text.init(k3, jnp.zeros((1, text_config.max_position_embeddings), jnp.int32))
         return cls(_cast(up["params"], dtype), _cast(vp["params"], dtype), _cast(tp["params"], dtype),
-                   schedule or Schedule.create(), unet, vae, text, tokenizer, dtype)
+                   schedule or Schedule.create(), unet, vae, text, tokenizer, dtype,
+                   metadata or PriorMetadata(name="random"))
 
     # ----------------------------------------------------------------- properties
     @property
@@ -272,6 +357,16 @@ class LatentDiffusionPrior:
     def null_embedding(self):
         """Embedding of the empty prompt ``""``, shape ``(1, L, D)``."""
         return self.embed([""])
+
+
+def _with_image_size(metadata: PriorMetadata, ucfg: UNetConfig, vcfg: VAEConfig) -> PriorMetadata:
+    """``metadata`` with the native image size from the configurations when it gives none."""
+    import dataclasses
+
+    if metadata.image_size is not None or not ucfg.sample_size:
+        return metadata
+    s = int(ucfg.sample_size) * vcfg.downsample_factor
+    return dataclasses.replace(metadata, image_size=(s, s))
 
 
 def _shape_templates(unet, vae, text):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from ..errors import DiffpriorError
 
-class UnsupportedConfigError(ValueError):
+
+class UnsupportedConfigError(DiffpriorError, ValueError):
     """A configuration asks for a feature that diffprior's model code does not implement."""
 
 

@@ -7,8 +7,12 @@ conversion is a renaming plus the layout change of each tensor:
 * convolution weight ``(O, I, kh, kw)`` -> kernel ``(kh, kw, I, O)``;
 * linear weight ``(O, I)`` -> kernel ``(I, O)``;
 * norm weight -> ``scale``; embedding weight -> ``embedding`` (no transpose);
-* a 1x1 convolution and a linear layer hold the same numbers, so either form loads into
-  either module (old SD checkpoints store VAE attention projections as 1x1 convolutions).
+* a 1x1 convolution ``(O, I, 1, 1)`` and a linear layer ``(O, I)`` hold the same numbers, so
+  either form loads into either module (old SD checkpoints store VAE attention projections
+  as 1x1 convolutions; diffusers' Transformer2D ``proj_in``/``proj_out`` are 1x1
+  convolutions unless ``use_linear_projection``). No other reshaping: a tensor with the right
+  number of elements but another shape (a linear weight stored transposed, a convolution
+  with in/out channels swapped) is a shape mismatch, never loaded scrambled.
 
 Every problem found (missing tensor, unexpected tensor, wrong shape) is collected and raised
 together as one :class:`WeightLoadError`.
@@ -22,6 +26,8 @@ from typing import Mapping
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from ..errors import DiffpriorError
+
 # Old diffusers VAE attention names (SD v1.4 era checkpoints) -> current names.
 _LEGACY = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 # Buffers and heads that some checkpoints carry but the model does not use.
@@ -31,7 +37,7 @@ _LISTS = {"down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "
           "transformer_blocks", "layers", "to_out", "net"}
 
 
-class WeightLoadError(ValueError):
+class WeightLoadError(DiffpriorError, ValueError):
     """A state dict does not match the model configuration; lists every problem."""
 
     def __init__(self, component: str, problems: list[str]):
@@ -72,16 +78,37 @@ def _torch_shape(path: tuple, shape) -> tuple:
 
 
 def _to_flax(value: np.ndarray, leaf: str, shape: tuple) -> np.ndarray | None:
+    """``value`` in PyTorch layout converted to the Flax ``shape``, or ``None`` if its shape is
+    not one of the layouts diffusers/transformers write for that parameter.
+
+    Accepted: the tensor's own layout (conv ``(O, I, kh, kw)``, linear ``(O, I)``, anything
+    else as is) and, for a kernel whose two spatial sizes are 1, the other of the 1x1
+    convolution / linear pair (``(O, I, 1, 1)`` <-> ``(O, I)``). Nothing is reshaped by its
+    element count alone, so a weight stored transposed or with in/out channels swapped is
+    refused rather than loaded scrambled.
+    """
     v = np.asarray(value)
+    shape = tuple(shape)
     if leaf == "kernel":
+        if v.ndim == 4 and len(shape) == 2 and v.shape[2:] == (1, 1):
+            v = v[:, :, 0, 0]  # 1x1 convolution -> linear layer
+        elif v.ndim == 2 and len(shape) == 4 and shape[:2] == (1, 1):
+            v = v[:, :, None, None]  # linear layer -> 1x1 convolution
         if v.ndim == 4:
             v = v.transpose(2, 3, 1, 0)
         elif v.ndim == 2:
             v = v.T
-    if v.shape != tuple(shape) and v.size == int(np.prod(shape)) and (v.ndim in (2, 4)):
-        # 1x1 convolution <-> linear layer
-        v = v.reshape(shape)
-    return v if v.shape == tuple(shape) else None
+    return v if v.shape == shape else None
+
+
+def _mismatch(key: str, value, full: tuple, shape: tuple) -> str:
+    found = tuple(np.shape(value))
+    want = _torch_shape(full, shape)
+    hint = ""
+    if sorted(found) == sorted(want) and np.prod(found) == np.prod(want):
+        hint = " -- same size, different layout: stored transposed or with in/out channels swapped?"
+    return (f"shape mismatch for {key}: checkpoint {found}, model expects {want} "
+            f"(PyTorch layout; Flax {'/'.join(full)} {shape}){hint}")
 
 
 def state_dict_to_params(state: Mapping[str, np.ndarray], expected, component: str, dtype=np.float32):
@@ -124,8 +151,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray], expected, component: s
         shape = tuple(target[full].shape)
         conv = _to_flax(value, leaf, shape)
         if conv is None:
-            problems.append(f"shape mismatch for {key}: checkpoint {tuple(np.shape(value))}, "
-                            f"model expects {shape} (as {'/'.join(full)})")
+            problems.append(_mismatch(key, value, full, shape))
             continue
         out[full] = conv.astype(dtype)
         used.add(full)
