@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "LatentDiffusionPrior": "diffprior.prior",
+    "DiffusionPrior": "diffprior.priors",
+    "PriorMetadata": "diffprior.priors",
     "Schedule": "diffprior.schedule",
     "P2L": "diffprior.solvers",
     "LDPS": "diffprior.solvers",
@@ -22,7 +24,7 @@ _LAZY = {
     "PnPADMM": "diffprior.solvers",
 }
 _SUBMODULES = {"models", "prior", "schedule", "sampling", "solvers", "io", "metrics", "data", "train", "cli",
-               "perceptual"}
+               "perceptual", "priors"}
 
 
 def bundled_path() -> Path:
