@@ -60,7 +60,7 @@ def load_images(path, n: int, size: int) -> np.ndarray:
 def main(description: str, task, make_operator, extra_args=None):
     """Run LDPS and P2L (presets for ``task``) on ``make_operator(args, image_shape, key)``."""
     from diffprior.metrics import psnr, ssim
-    from diffprior.commands import preset_dataset
+    from diffprior.priors import preset_table
     from diffprior.solvers import LDPS, P2L, LDPSConfig, P2LConfig
     from operators import simulate
 
@@ -74,7 +74,7 @@ def main(description: str, task, make_operator, extra_args=None):
     y = simulate(A, x, args.sigma, k_noise)
 
     results = {}
-    dataset = preset_dataset(args.prior)  # the searched values for the bundled prior, the paper's otherwise
+    dataset = preset_table(prior)  # from the prior's metadata: the searched values for the bundled prior
     for name, cls, cfg in (("LDPS", LDPS, LDPSConfig.for_task(task, dataset)), ("P2L", P2L, P2LConfig.for_task(task, dataset))):
         t0 = time.perf_counter()
         solver = cls(y=y, A=A, prior=prior, key=k_solve, num_steps=args.steps, config=cfg, progress=True)

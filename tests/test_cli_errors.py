@@ -98,7 +98,7 @@ def test_unknown_command(capsys):
 def test_problem_file_from_a_newer_schema(problem, tmp_path, capsys):
     newer_schema(problem)
     rc, _, err = run(capsys, *solve_args(problem, tmp_path))
-    assert rc == 2 and "schema_version 99 is newer than this library reads (1); upgrade diffprior" in one_line(err)
+    assert rc == 2 and "schema_version 99 is newer than this library reads (2); upgrade diffprior" in one_line(err)
 
 
 def test_result_file_from_a_newer_schema(tmp_path, capsys):
@@ -152,6 +152,31 @@ def test_out_must_not_be_the_problem(problem, capsys):
     assert rc == 2 and "--out must differ from the problem file" in one_line(err)
 
 
+@pytest.mark.parametrize("where", ["missing folder", "read-only folder"])
+def test_unwritable_out_is_refused_before_any_solving(problem, tmp_path, capsys, monkeypatch, where):
+    """The defect: the error came after the first batch was solved, and named a temp file."""
+    import os
+
+    from diffprior import runner
+
+    calls = []
+    monkeypatch.setattr(runner, "solve_problem", lambda *a, **k: calls.append(1))
+    if where == "missing folder":
+        out = tmp_path / "no" / "such" / "r.h5"
+    elif os.geteuid() == 0:  # root writes into read-only folders; sysfs refuses even root
+        out = Path("/sys/r.h5")
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        out = folder / "r.h5"
+    rc, _, err = run(capsys, "solve", problem, "--solver", "ldps", "--prior", V1, "--steps", 2, "--out", out)
+    line = one_line(err)
+    assert rc == 2 and f"--out {out}" in line and ".tmp" not in line and not calls, line
+    assert ("does not exist" in line) if where == "missing folder" else ("cannot write in the folder" in line)
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- unexpected errors
 def test_unexpected_errors_are_one_line_and_debug_shows_them(monkeypatch, capsys, tmp_path):
     from diffprior.commands import report
@@ -165,6 +190,35 @@ def test_unexpected_errors_are_one_line_and_debug_shows_them(monkeypatch, capsys
                                          "--debug for the traceback and please report it)")
     with pytest.raises(RuntimeError):
         main(["--debug", "report", str(tmp_path / "r.h5")])
+
+
+@pytest.mark.parametrize("exc", [ValueError, TypeError, KeyError])
+def test_a_library_bug_is_not_reported_as_a_user_error(monkeypatch, capsys, tmp_path, exc):
+    """Only the library's user errors (DiffpriorError) and OS errors exit 2; a ValueError or
+    TypeError from deep inside is a bug: exit 1 and 'please report it'."""
+    from diffprior.commands import report
+
+    def bug(args):
+        raise exc("shapes (3,) and (4,) not aligned")
+
+    monkeypatch.setattr(report, "run", bug)
+    rc, _, err = run(capsys, "report", tmp_path / "r.h5")
+    assert rc == 1 and "internal error" in one_line(err) and "please report it" in one_line(err)
+
+
+def test_user_errors_of_the_library_exit_2(monkeypatch, capsys, tmp_path):
+    from diffprior.commands import report
+    from diffprior.errors import DiffpriorError
+    from diffprior.io import CorruptFileError
+    from diffprior.solvers import ConfigError
+
+    for err_cls in (CorruptFileError, ConfigError, DiffpriorError, PermissionError):
+        def user(args, err_cls=err_cls):
+            raise err_cls("the file is bad")
+
+        monkeypatch.setattr(report, "run", user)
+        rc, _, err = run(capsys, "report", tmp_path / "r.h5")
+        assert rc == 2 and "internal error" not in err and "the file is bad" in one_line(err), err_cls
 
 
 def test_interrupt(monkeypatch, capsys, problem, tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from diffprior.cli import main
 from diffprior.commands.simulate import sample_seed
-from diffprior.commands.tasks import TASKS, ct_views, gauss_sigma, kernel_side
+from diffprior.tasks import TASKS, ct_views, gauss_sigma, kernel_side
 from diffprior.io import read_problem
 
 
@@ -65,8 +65,23 @@ def test_every_task_writes_a_problem_file(task, images, tmp_path, capsys):
     np.testing.assert_array_equal(p.ground_truth, expected)
     assert p.noise_sigma == 0.005
     assert p.seeds.tolist() == [sample_seed(0, n) for n in range(3)]
+    assert p.task == task
     A = p.build_operator()
-    assert A.input_shape == (16, 16, 3) and p.measurement.shape[1:] == A.output_shape
+    if TASKS[task].random:  # one kernel or mask per image, as the papers draw them
+        assert A.input_shape == (3, 16, 16, 3) and A.per_sample and p.measurement.shape == A.output_shape
+        arrays = np.asarray(A._parameters()[A.per_sample[0]])
+        assert not np.array_equal(arrays[0], arrays[1])
+    else:
+        assert A.input_shape == (16, 16, 3) and p.measurement.shape[1:] == A.output_shape
+
+
+def test_shared_operator_draws_one_for_all(images, tmp_path, capsys):
+    out = tmp_path / "p.h5"
+    rc, stdout, err = cli(capsys, "simulate", images, "--task", "motion-deblur", "--out", out, "--limit", 3,
+                          "--shared-operator")
+    assert rc == 0, err
+    A = read_problem(out).build_operator()
+    assert A.input_shape == (16, 16, 3) and A.kernel.ndim == 2
 
 
 def test_measurement_is_a_x_plus_noise_from_the_stored_seed(images, tmp_path, capsys):
@@ -75,7 +90,7 @@ def test_measurement_is_a_x_plus_noise_from_the_stored_seed(images, tmp_path, ca
     p = read_problem(out)
     A = p.build_operator()
     for n in range(p.n_samples):
-        noise = 0.1 * jax.random.normal(jax.random.PRNGKey(int(p.seeds[n])), A.output_shape)
+        noise = 0.1 * jax.random.normal(jax.random.PRNGKey(int(p.seeds[n])), A.output_shape)  # one shared kernel
         np.testing.assert_allclose(p.measurement[n], np.asarray(A(p.ground_truth[n]) + noise), atol=1e-6)
 
 
@@ -85,7 +100,7 @@ def test_same_seed_same_file_and_limit_keeps_samples(images, tmp_path, capsys):
     cli(capsys, *args, "--out", tmp_path / "b.h5", "--seed", 3, "--limit", 2)
     cli(capsys, *args, "--out", tmp_path / "c.h5", "--seed", 4)
     a, b, c = (read_problem(tmp_path / f) for f in ("a.h5", "b.h5", "c.h5"))
-    np.testing.assert_array_equal(a.operator["mask"], b.operator["mask"])
+    np.testing.assert_array_equal(a.operator["mask"][:2], b.operator["mask"])  # image n's mask: seed and n
     np.testing.assert_array_equal(a.measurement[:2], b.measurement)
     assert not np.array_equal(a.operator["mask"], c.operator["mask"])
     assert not np.array_equal(a.measurement, c.measurement)

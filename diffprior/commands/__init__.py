@@ -2,7 +2,7 @@
 
 One module per command, each with ``add_parser(subparsers)`` (its options, all documented)
 and ``run(args)``; :mod:`diffprior.cli` registers them. The task presets that ``simulate``
-draws its forward operators from live in :mod:`diffprior.commands.tasks`.
+draws its forward operators from live in :mod:`diffprior.tasks`.
 
 Expected failures raise :class:`CLIError` (or a library error such as
 :class:`diffprior.io.DiffpriorIOError`); :func:`diffprior.cli.main` prints them as one line.
@@ -10,8 +10,10 @@ Expected failures raise :class:`CLIError` (or a library error such as
 
 from __future__ import annotations
 
+from ..errors import DiffpriorError
 
-class CLIError(Exception):
+
+class CLIError(DiffpriorError):
     """An expected, user-facing failure of a command: printed as one line.
 
     Args:
@@ -24,19 +26,6 @@ class CLIError(Exception):
         self.exit_code = int(exit_code)
 
 
-def preset_dataset(prior_path=None):
-    """Which solver presets fit a prior: the searched ``CIFAR10`` values for the bundled prior
-    (``prior_path`` None or the bundled folder), the paper's ImageNet column otherwise."""
-    from pathlib import Path
-
-    from .. import bundled_path
-    from ..solvers import Dataset
-
-    if prior_path is None or Path(prior_path).resolve() == bundled_path().resolve():
-        return Dataset.CIFAR10
-    return Dataset.IMAGENET
-
-
 def wrap(text: str, width: int = 88) -> str:
     """Fill a paragraph for ``--help`` (the commands' formatter keeps line breaks as written)."""
     import textwrap
@@ -44,4 +33,4 @@ def wrap(text: str, width: int = 88) -> str:
     return textwrap.fill(" ".join(text.split()), width)
 
 
-__all__ = ["CLIError", "preset_dataset", "wrap"]
+__all__ = ["CLIError", "wrap"]

@@ -2,36 +2,37 @@
 
 The images shipped in ``diffprior/assets/demo`` (files ``4950.jpg`` of several classes from
 the project's validation split, never trained on) are degraded by three task presets of
-:mod:`diffprior.commands.tasks` (4x super-resolution, motion blur, free-form inpainting) at
-sigma = 0.005, restored by LDPS and P2L with the same key and number of steps, and written to
-``OUT/demo.h5`` (one group per task: measurement, ground truth, both reconstructions,
-metrics, solver settings) and ``OUT/demo.png`` (rows: measurement | LDPS | P2L | ground
-truth), with a PSNR/SSIM/LPIPS table printed at the end.
+:mod:`diffprior.tasks` (4x super-resolution, motion blur, free-form inpainting; one kernel or
+mask per image) at sigma = 0.005 and restored by LDPS and P2L with the same keys and number of
+steps, through the same files and runner as ``diffprior simulate`` and ``diffprior solve``:
+``OUT/<task>/problems.h5`` (a problem file), ``OUT/<task>/ldps.h5`` and ``OUT/<task>/p2l.h5``
+(result files with PSNR, SSIM and LPIPS per image; ``diffprior report`` reads them), and
+``OUT/demo.png`` (rows: measurement | LDPS | P2L | ground truth), with a PSNR/SSIM/LPIPS
+table printed at the end. A rerun resumes: finished restorations are kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import CLIError, preset_dataset
+from . import CLIError
 
 TASK_NAMES = ("sr4", "motion-deblur", "inpaint-freeform")
 
 
 def demo_images(limit: int | None = None) -> tuple[np.ndarray, list[str]]:
     """The shipped demo images as float32 ``(N, 32, 32, 3)`` in [0, 1] and their names."""
-    from PIL import Image
+    from ..data import read_image
 
     folder = Path(__file__).resolve().parents[1] / "assets" / "demo"
     files = sorted(folder.glob("*.png"))[:limit]
     if not files:
         raise CLIError(f"no demo images in {folder} (broken installation?)")
-    imgs = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0 for f in files])
+    imgs = np.stack([read_image(f, channels=3) for f in files])
     return imgs, [f.stem for f in files]
 
 
@@ -55,52 +56,95 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _solver_config(cls_config, task, prior_path):
-    from diffprior.solvers import Task
-
-    return cls_config.for_task(Task(task.solver_task), preset_dataset(prior_path)) if task.solver_task else cls_config()
+SOLVER_NAMES = ("ldps", "p2l")
 
 
-def _restore(task_name, ti, x, prior, args, key, bar):
-    """Degrade ``x`` with one task preset and restore it with LDPS and P2L (runs in a worker thread)."""
+def _metrics(with_lpips: bool):
+    from ..runner import default_metrics
+
+    def metrics(x, gt):
+        out = default_metrics(x, gt)
+        if with_lpips:
+            from ..perceptual import lpips
+
+            out["lpips"] = np.asarray(lpips(x, gt))
+        return out
+
+    return metrics
+
+
+def _problem(task_name: str, ti: int, x, names, args, folder: Path):
+    """Write (or reuse) the task's problem file; the operator draws one kernel/mask per image."""
     import jax
 
     import operators
-    from diffprior.solvers import LDPS, P2L, LDPSConfig, P2LConfig
 
-    from .tasks import TASKS
+    from ..io import read_problem, write_problem
+    from ..tasks import TASKS
+    from .simulate import sample_seed, simulate_measurements
 
+    path = folder / "problems.h5"
     task = TASKS[task_name]
-    A = task.build(x.shape[1:], jax.random.fold_in(key, 100 + ti))
-    y = np.stack([np.asarray(operators.simulate(A, xi, args.sigma, jax.random.fold_in(key, 1000 * ti + i)))
-                  for i, xi in enumerate(x)])
-    recs = {}
-    for sname, cls, cfg_cls in (("LDPS", LDPS, LDPSConfig), ("P2L", P2L, P2LConfig)):
-        cfg = _solver_config(cfg_cls, task, args.prior)
-        t0 = time.time()
-        solver = cls(y=y, A=A, prior=prior, key=jax.random.fold_in(key, 7 + ti), num_steps=args.steps,
-                     config=cfg, progress=False, chunk_size=5)
+    A = task.build_batch(x.shape[1:], jax.random.fold_in(jax.random.PRNGKey(args.seed), 100 + ti), len(x))
+    seeds = np.array([sample_seed(args.seed + 1000 * (ti + 1), n) for n in range(len(x))], np.int64)
+    y = simulate_measurements(A, x, args.sigma, seeds)
+    if path.exists():
+        old = read_problem(path)
+        if old.measurement.shape == y.shape and np.array_equal(old.measurement, y):
+            return old
+    write_problem(path, y, operators.describe(A), args.sigma, ground_truth=x, seeds=seeds, names=names, task=task_name,
+                  per_sample=A.per_sample)
+    return read_problem(path)
+
+
+def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
+    """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread)."""
+    from ..io import ResultWriter, WriteMode
+    from ..priors import preset_table
+    from ..runner import solve_problem, solver_config
+    from ..solvers import SOLVERS
+    from ..tasks import TASKS
+
+    folder = out / task_name
+    folder.mkdir(parents=True, exist_ok=True)
+    problem = _problem(task_name, ti, x, names, args, folder)
+    task = TASKS[task_name]
+    results = {}
+    for sname in SOLVER_NAMES:
+        cls = SOLVERS[sname]
+        cfg = solver_config(cls, task.solver_task, preset_table(prior))
+        hyper = {"config": cfg.to_json(), "num_steps": args.steps, "preset": task.solver_task,
+                 "prior": prior.metadata.name, "lpips": bool(args.lpips)}
+        path = folder / f"{sname}.h5"
+        writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, seed=args.seed,
+                              problem=str(folder / "problems.h5"), mode=WriteMode.RESUME)
         last = [0]
 
         def tick(s, last=last):
             bar.update(s.step_index - last[0])
             last[0] = s.step_index
 
-        recs[sname] = (np.asarray(solver.solve(callback=tick)), time.time() - t0)
-    return A, y, recs
+        def batch_done(report, last=last):
+            last[0] = 0
+
+        try:
+            if writer.pending_indices().size == 0:
+                bar.update(args.steps)  # restored by an earlier run
+            solve_problem(problem, cls, cfg, writer, prior=prior, num_steps=args.steps, seed=args.seed,
+                          batch=problem.n_samples, metrics=_metrics(args.lpips), on_chunk=tick, on_batch=batch_done)
+        finally:
+            writer.close()
+        results[cls.__name__] = path
+    return problem, results
 
 
 def run(args) -> None:
     import concurrent.futures
 
-    import h5py
-    import jax
     from tqdm.auto import tqdm
 
-    import operators
-    from diffprior import __version__
-    from diffprior.metrics import psnr, ssim
-    from diffprior.prior import LatentDiffusionPrior
+    from ..io import read_result
+    from ..priors import load
 
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
@@ -111,46 +155,31 @@ def run(args) -> None:
     if args.jobs < 1:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     t_start = time.time()
-    prior = LatentDiffusionPrior.from_pretrained(args.prior) if args.prior else LatentDiffusionPrior.bundled()
+    prior = load(args.prior)
     x, names = demo_images(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = jax.random.PRNGKey(args.seed)
     print(f"restoring {len(x)} images x {len(args.tasks)} tasks ({', '.join(args.tasks)}) with LDPS and P2L, "
           f"{args.steps} DDIM steps each; compiling takes the first minute or two", flush=True)
-    bar = tqdm(total=2 * len(args.tasks) * args.steps, desc="demo", unit="step")
+    bar = tqdm(total=len(SOLVER_NAMES) * len(args.tasks) * args.steps, desc="demo", unit="step")
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(args.jobs, len(args.tasks))) as pool:
-        futures = [pool.submit(_restore, tname, ti, x, prior, args, key, bar) for ti, tname in enumerate(args.tasks)]
+        futures = [pool.submit(_restore, tname, ti, x, names, prior, args, bar, out)
+                   for ti, tname in enumerate(args.tasks)]
         done = [f.result() for f in futures]
     bar.close()
     rows, table = [], []
-    tmp = out / "demo.h5.tmp"
-    with h5py.File(tmp, "w") as f:
-        f.attrs.update({"library_version": __version__, "seed": args.seed, "steps": args.steps,
-                        "sigma": args.sigma, "images": json.dumps(names)})
-        for tname, (A, y, recs) in zip(args.tasks, done):
-            g = f.create_group(tname)
-            g["ground_truth"], g["measurement"] = x, y
-            g.attrs["operator"] = json.dumps({k: v for k, v in operators.describe(A).items()
-                                              if isinstance(v, (int, float, str, list, tuple))})
-            for sname, (rec, secs) in recs.items():
-                s = g.create_group(sname)
-                s["reconstruction"] = rec
-                s["psnr"] = np.asarray(psnr(rec, x))
-                s["ssim"] = np.asarray(ssim(rec, x))
-                scores = {"psnr": float(np.mean(s["psnr"])), "ssim": float(np.mean(s["ssim"]))}
-                if args.lpips:
-                    from diffprior.perceptual import lpips
-
-                    s["lpips"] = lpips(rec, x)
-                    scores["lpips"] = float(np.mean(s["lpips"]))
-                s.attrs["seconds"] = secs
-                table.append((tname, sname, scores, secs))
-            rows.append((tname, _display(y, x.shape), recs["LDPS"][0], recs["P2L"][0], x))
-    tmp.replace(out / "demo.h5")
+    for tname, (problem, results) in zip(args.tasks, done):
+        recs = {}
+        for sname, path in results.items():
+            res = read_result(path)
+            recs[sname] = res.reconstruction
+            scores = {k: float(np.nanmean(v)) for k, v in res.metrics.items() if k in ("psnr", "ssim", "lpips")}
+            table.append((tname, sname, scores, float(np.nansum(res.wall_time))))
+        rows.append((tname, _display(problem.measurement, x.shape), recs["LDPS"], recs["P2L"], x))
     _figure(rows, out / "demo.png")
     print(_format(table))
-    print(f"wrote {out / 'demo.h5'} and {out / 'demo.png'} in {time.time() - t_start:.0f} s")
+    print(f"wrote {', '.join(str(out / t) + '/' for t in args.tasks)} (problems.h5, ldps.h5, p2l.h5) and "
+          f"{out / 'demo.png'} in {time.time() - t_start:.0f} s")
 
 
 def _display(y: np.ndarray, image_shape) -> np.ndarray:
@@ -187,7 +216,7 @@ def _figure(rows, path: Path) -> None:
 
 def _format(table) -> str:
     has_lpips = all("lpips" in s for _, _, s, _ in table)
-    head = f"{'task':<18}{'solver':<7}{'PSNR':>8}{'SSIM':>8}" + (f"{'LPIPS':>8}" if has_lpips else "") + f"{'wall s':>9}"
+    head = f"{'task':<18}{'solver':<7}{'PSNR':>8}{'SSIM':>8}" + (f"{'LPIPS':>8}" if has_lpips else "") + f"{'solve s':>9}"
     lines = [head, "-" * len(head)]
     for tname, sname, s, secs in table:
         lines.append(f"{tname:<18}{sname:<7}{s['psnr']:>8.2f}{s['ssim']:>8.3f}"

@@ -2,15 +2,19 @@
 
 Reads images (a folder of image files, a folder of class folders, a ``.tar[.gz]`` archive,
 an HDF5 dataset or a single image file), builds the forward operator of the chosen
-:mod:`task preset <diffprior.commands.tasks>`, simulates noisy measurements
+:mod:`task preset <diffprior.tasks>`, simulates noisy measurements
 :math:`y_n = A x_n + \\sigma \\varepsilon_n` and writes a problem file
 (:func:`diffprior.io.write_problem`, ground truth included).
 
-Randomness is explicit and reproducible: the operator's random parts (mask, motion kernel)
-come from ``jax.random.PRNGKey(seed)``; the noise of sample ``n`` (its index in the sorted
-input) from ``jax.random.PRNGKey(seeds[n])``, where ``seeds[n] = sample_seed(seed, n)`` is
-stored in the file. So a sample's measurement depends only on its image, ``--seed`` and
-``n``, not on ``--limit``.
+Randomness is explicit and reproducible. A task with random parts (mask, motion kernel)
+draws them for each image, as DPS and P2L do: image ``n`` (its index in the sorted input)
+gets the draw of ``fold_in(PRNGKey(seed), n)``, and the file stores one operator whose
+kernels or masks carry the sample axis (:meth:`diffprior.tasks.TaskPreset.build_batch`);
+``--shared-operator`` draws one from ``PRNGKey(seed)`` for all images. The noise of sample
+``n`` comes from ``jax.random.PRNGKey(seeds[n])``, where ``seeds[n] = sample_seed(seed, n)``
+is stored in the file. So a sample's measurement depends only on its image, ``--seed`` and
+``n``, not on ``--limit``. The file records the task's name, from which ``diffprior solve``
+takes its solver preset.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import List, Tuple
 import numpy as np
 
 from . import CLIError, wrap
-from .tasks import TASKS
+from ..tasks import TASKS
 
 __all__ = ["add_parser", "run", "sample_seed", "load_images", "simulate_measurements"]
 
@@ -81,15 +85,16 @@ def _sigma(text: str) -> float:
 
 
 def _read_image_file(path: Path, size) -> np.ndarray:
-    from PIL import Image
+    """One image file as float32 ``(H, W, 3)`` in ``[0, 1]`` at its true bit depth
+    (:func:`diffprior.data.read_image`: 16-bit and float files are not clipped)."""
+    from ..data import DatasetError, read_image
 
     try:
-        img = Image.open(path).convert("RGB")
-    except Exception as e:  # PIL raises many types for unreadable files
+        return read_image(path, channels=3, size=size)
+    except DatasetError as e:
+        raise CLIError(str(e)) from None
+    except OSError as e:
         raise CLIError(f"cannot read image {path}: {e}") from None
-    if size is not None and img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BICUBIC)
-    return np.asarray(img, np.uint8)
 
 
 def _resize_all(images: np.ndarray, size) -> np.ndarray:
@@ -139,32 +144,40 @@ def load_images(path, size=None, limit=None) -> Tuple[np.ndarray, List[str]]:
         images, names = data.images, list(data.names)
         if limit:
             images, names = images[:limit], names[:limit]
-        images = _resize_all(images, size)
-    return images.astype(np.float32) / 255.0, names
+        images = _resize_all(images, size).astype(np.float32) / 255.0
+    return images, names
 
 
 def simulate_measurements(A, images, sigma: float, seeds, chunk: int = 64) -> np.ndarray:
     """``A(x_n) + sigma * N(0, I)`` per image, the noise from ``jax.random.PRNGKey(seeds[n])``.
 
     Args:
-        A: Operator on one image ``(H, W, C)``.
+        A: Operator on one image ``(H, W, C)`` (applied to each), or an operator of
+            :mod:`operators` on the whole batch ``(N, H, W, C)`` (per-sample kernels or masks).
         images: ``(N, H, W, C)`` images in ``[0, 1]``.
         sigma: Noise standard deviation in ``[0, 1]`` image units.
         seeds: ``(N,)`` integer seeds.
         chunk: Images per vectorised call.
 
     Returns:
-        ``(N, *A.output_shape)`` float32 measurements.
+        ``(N, ...)`` float32 measurements.
     """
     import jax
     import jax.numpy as jnp
 
     from operators import add_noise
 
-    f = jax.jit(jax.vmap(lambda x, s: add_noise(jax.random.PRNGKey(s), A(x), sigma)))
+    def noisy(op, x, s):
+        y = op(x) if len(op.input_shape) == 4 else jax.vmap(op)(x)
+        return jax.vmap(lambda yi, si: add_noise(jax.random.PRNGKey(si), yi, sigma))(y, s)
+
+    f = jax.jit(noisy)  # the operator is traced data: one program per chunk shape
     seeds = np.asarray(seeds, np.int64)
-    out = [np.asarray(f(jnp.asarray(images[i:i + chunk]), jnp.asarray(seeds[i:i + chunk], jnp.uint32)))
-           for i in range(0, len(images), chunk)]
+    out = []
+    for i in range(0, len(images), chunk):
+        idx = np.arange(i, min(i + chunk, len(images)))
+        op = A.take(idx) if len(A.input_shape) == 4 else A
+        out.append(np.asarray(f(op, jnp.asarray(images[idx]), jnp.asarray(seeds[idx], jnp.uint32))))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -195,6 +208,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
                    help="seed of the operator's random parts and of the per-sample noise seeds "
                         "(default 0)")
+    p.add_argument("--shared-operator", action="store_true",
+                   help="draw one mask / motion kernel for all images (default: one per image, as the papers)")
     p.add_argument("--limit", type=_pos_int, default=None, metavar="N",
                    help="use only the first N images (sorted by name)")
     p.add_argument("--size", type=_parse_size, default=None, metavar="H[xW]",
@@ -209,7 +224,10 @@ def run(args) -> None:
     task = TASKS[args.task]
     images, names = load_images(args.images, args.size, args.limit)
     shape = tuple(int(s) for s in images.shape[1:])
-    task.check_shape(shape)
+    try:
+        task.check_shape(shape)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
     import jax
 
@@ -217,11 +235,14 @@ def run(args) -> None:
 
     from ..io import write_problem
 
-    A = task.build(shape, jax.random.PRNGKey(args.seed))
+    A = task.build_batch(shape, jax.random.PRNGKey(args.seed), len(images), shared=args.shared_operator)
     seeds = np.array([sample_seed(args.seed, n) for n in range(len(images))], np.int64)
     y = simulate_measurements(A, images, args.sigma, seeds)
-    write_problem(args.out, y, describe(A), args.sigma, ground_truth=images, seeds=seeds, names=names)
+    write_problem(args.out, y, describe(A), args.sigma, ground_truth=images, seeds=seeds, names=names,
+                  task=task.name,
+                  per_sample=A.per_sample)
     params = ", ".join(f"{k}={v}" for k, v in task.parameters(shape).items())
-    print(f"wrote {args.out}: {len(images)} samples, task {task.name} ({type(A).__name__}: {params}), "
+    drawn = " per image" if A.per_sample else ""
+    print(f"wrote {args.out}: {len(images)} samples, task {task.name} ({type(A).__name__}{drawn}: {params}), "
           f"images {'x'.join(map(str, shape))} -> measurements {'x'.join(map(str, y.shape[1:]))}, "
           f"sigma {args.sigma:g}, seed {args.seed} ({time.perf_counter() - t0:.1f} s)")

@@ -1,7 +1,8 @@
 """``diffprior solve``: solve every problem of a problem file, resumably.
 
 The operator is rebuilt from the file's stored description, the samples are solved in
-batches, and each finished sample is appended to the result file
+batches by the library's runner (:func:`diffprior.runner.solve_problem`, which the
+benchmarks use too), and each finished sample is appended to the result file
 (:class:`diffprior.io.ResultWriter`, one atomic commit per sample) with its provenance:
 solver name and hyperparameters, seed, library version, wall time, per-sample metrics
 (PSNR, SSIM when the problem file has ground truth) and the per-step history of
@@ -16,21 +17,25 @@ Reproducibility: sample ``n`` is solved with the key ``jax.random.fold_in(PRNGKe
 whatever batch it lands in; these are the keys ``Solver(key=PRNGKey(seed))`` gives the
 samples of the whole file solved as one batch. The last batch is padded to the batch size
 with copies of its last sample (results discarded) so that one compiled program serves all
-batches. Results therefore do not depend on ``--batch`` or on interruptions (up to
+batches; per-sample operators (one kernel or mask per image) are traced data, so they share
+that program too. Results therefore do not depend on ``--batch`` or on interruptions (up to
 floating-point differences between batch sizes).
 
-Wall time: the time to solve a batch (JIT compilation included for the first batch of a
-process) divided by the number of samples it finished.
+Presets: the problem file records the task that made it (schema version 2), and the task
+registry (:mod:`diffprior.tasks`) names the solver preset that fits; which preset *table*
+applies comes from the prior's own metadata (:func:`diffprior.priors.preset_table`).
+``--set NAME=VALUE`` then overrides any field, by dotted name (``--set prompt.iters=1``).
+
+Wall time: the time to solve a batch divided by the number of samples it finished; the
+compilation before a process's first batch is timed apart and printed, not counted.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import enum
 import hashlib
 import os
-import signal
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -38,22 +43,16 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import CLIError, preset_dataset, wrap
+from . import CLIError, wrap
 from .simulate import _nonneg_int, _pos_int
-from .tasks import TASKS
+from ..solvers.registry import SOLVERS
+from ..tasks import TASKS
 
-__all__ = ["add_parser", "run", "SOLVERS", "prior_fingerprint", "infer_solver_task", "config_to_json"]
-
-SOLVERS = {"p2l": "P2L", "ldps": "LDPS", "gmldps": "GMLDPS", "psld": "PSLD", "ldir": "LDIR"}
-"""CLI name -> class name in :mod:`diffprior.solvers`."""
+__all__ = ["add_parser", "run", "prior_fingerprint"]
 
 PRESETS = ("auto", "none") + tuple(TASKS)
 DEFAULT_STEPS = 1000
 DEFAULT_BATCH = 4
-
-#: Test hook: after this many appended samples the process kills itself with SIGKILL
-#: (simulates a hard crash at a known point; used by the resume tests).
-KILL_AFTER_ENV = "DIFFPRIOR_TEST_KILL_AFTER"
 
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _SAMPLE_BYTES = 1 << 20
@@ -88,59 +87,6 @@ def prior_fingerprint(path) -> str:
     return h.hexdigest()[:16]
 
 
-def config_to_json(obj: Any) -> Any:
-    """A solver configuration as JSON types, dataclasses tagged with their class name."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {"type": type(obj).__name__}
-        out.update({f.name: config_to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
-        return out
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (list, tuple)):
-        return [config_to_json(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): config_to_json(v) for k, v in obj.items()}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return repr(obj)
-
-
-def infer_solver_task(description: Dict[str, Any]) -> Optional[str]:
-    """The solver preset (a :class:`diffprior.solvers.Task` value) that fits an operator.
-
-    ``Downsample`` -> ``"sr"``, ``Inpaint`` -> ``"inpaint"``, ``Blur`` -> ``"deblur_gauss"``
-    for a kernel symmetric under flips and transposition, else ``"deblur_motion"``; other
-    operators (``CT``) -> ``None`` (the solver's default configuration).
-    """
-    cls = description.get("class")
-    if cls == "Downsample":
-        return "sr"
-    if cls == "Inpaint":
-        return "inpaint"
-    if cls == "Blur":
-        k = np.asarray(description.get("kernel"), np.float64)
-        if k.ndim == 2 and k.shape[0] == k.shape[1]:
-            tol = 1e-6 * float(np.abs(k).max() or 1.0)
-            if all(np.allclose(k, v, rtol=0, atol=tol) for v in (k[::-1], k[:, ::-1], k.T)):
-                return "deblur_gauss"
-        return "deblur_motion"
-    return None
-
-
-def _per_image(description: Dict[str, Any]) -> Dict[str, Any]:
-    """The description of an operator acting on one image (drops a batch axis)."""
-    d = dict(description)
-    shape = [int(s) for s in np.asarray(d["input_shape"]).ravel()]
-    if len(shape) == 4:
-        d["input_shape"] = shape[1:]
-    elif len(shape) != 3:
-        raise CLIError(f"the problem's operator acts on input_shape {tuple(shape)}; expected (H, W, C) "
-                       "or (N, H, W, C)")
-    return d
-
-
 def _resolve_prior(arg: Optional[str]) -> Path:
     if arg is None:
         from .. import bundled_path
@@ -159,58 +105,15 @@ def _resolve_prior(arg: Optional[str]) -> Path:
     return path
 
 
-def _sample_history(hist, j: int) -> Dict[str, np.ndarray]:
-    """Sample `j`'s share of a batch history (fields with a sample axis are sliced)."""
-    out = {}
-    for name, a in zip(hist._fields, hist):
-        a = np.asarray(a)
-        if a.ndim >= 2:
-            a = a[:, j]
-        if a.size:
-            out[name] = a
-    return out
-
-
 def _digest(a: np.ndarray) -> str:
     a = np.ascontiguousarray(a)
     return hashlib.sha256(str(a.shape).encode() + a.tobytes()).hexdigest()[:16]
 
 
-def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
-    if isinstance(d, dict):
-        out: Dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def _incompatible(e, out: Path, writer_kw: Dict[str, Any]) -> CLIError:
-    """Name the settings in which `out` differs from this run."""
-    import json
-
-    import h5py
-
-    diffs = []
-    try:
-        with h5py.File(out, "r") as f:
-            attrs = dict(f.attrs)
-        theirs = {"solver": str(attrs.get("solver")), "seed": int(attrs["seed"]) if "seed" in attrs else None,
-                  "n_samples": int(attrs.get("n_samples", -1)),
-                  "image_shape": tuple(int(s) for s in np.asarray(attrs.get("image_shape", [])).ravel())}
-        theirs.update(_flatten(json.loads(attrs.get("hyperparameters", "{}"))))
-        mine = {k: writer_kw[k] for k in ("solver", "seed", "n_samples")}
-        mine["image_shape"] = tuple(writer_kw["image_shape"])
-        mine.update(_flatten(json.loads(json.dumps(writer_kw["hyperparameters"]))))
-        other_solver = theirs["solver"] != mine["solver"]
-        for k in sorted(set(theirs) | set(mine)):
-            if other_solver and k.startswith("config."):
-                continue  # another solver has another configuration: naming the solver suffices
-            if theirs.get(k) != mine.get(k):
-                diffs.append(f"{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})")
-    except Exception:  # noqa: BLE001 -- fall back to the library's message
-        diffs = []
-    what = "; ".join(diffs) if diffs else str(e)
+def _incompatible(e, out: Path) -> CLIError:
+    """Name the settings in which `out` differs from this run (from the library's comparison)."""
+    diffs = [d.removeprefix("hyperparameters.") for d in getattr(e, "differences", [])]
+    what = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "") if diffs else str(e)
     return CLIError(f"{out} holds a run with other settings: {what}. Rerun with the file's settings to "
                     f"resume, or use another --out, or --overwrite to start afresh")
 
@@ -221,16 +124,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "solve",
         help="solve every problem of a problem file and append the results (resumable)",
-        description=wrap("Solve every sample of a problem file with a latent-diffusion solver, in batches, "
+        description=wrap("Solve every sample of a problem file with a registered solver (latent diffusion or "
+                     "ADMM), in batches, "
                      "appending each finished sample (reconstruction, PSNR/SSIM when the file has ground "
                      "truth, wall time, per-step history) and the run's provenance to an HDF5 result file. "
                      "Rerunning the same command resumes: finished samples are skipped. Sample n is solved "
                      "with the key fold_in(PRNGKey(seed), n), whatever the batch."),
-        epilog=(wrap("presets (--preset): auto picks the solver preset from the operator (Downsample: sr; "
-                     "Blur: deblur_gauss for a symmetric kernel, else deblur_motion; Inpaint: inpaint; CT: "
-                     "none); a task name of 'diffprior simulate' selects its preset (ct: none); none uses "
-                     "the solver's defaults.") + "\n\nexample:\n  diffprior solve problems.h5 --solver p2l "
-                "--out results.h5 --steps 200 --batch 4"),
+        epilog=(wrap("presets (--preset): auto takes the solver preset of the task recorded in the problem file "
+                     "(files of 'diffprior simulate'; a file without a task record uses the solver's defaults: "
+                     "name the task with --preset); a task name selects its preset (ct: none); none uses the "
+                     "solver's defaults. The preset table (searched values for the bundled prior, the paper's "
+                     "otherwise) comes from the prior's metadata. --set NAME=VALUE, repeatable, then replaces "
+                     "any configuration field by its dotted name: --set step_size=0.3 --set prompt.iters=1 "
+                     "--set projection=none --set update=AdamHistory.") +
+                "\n\nexamples:\n  diffprior solve problems.h5 --solver p2l --out results.h5 --steps 200 --batch 4"
+                "\n  diffprior solve problems.h5 --solver ldps --out r.h5 --steps 25 --set step_size=0.3"
+                "\n  diffprior solve problems.h5 --solver tv-admm --out tv.h5 --set lmbda=0.01"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("problem", metavar="PROBLEMS",
@@ -251,6 +160,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="seed of the solver's randomness (initial latents, DDIM noise); default 0")
     p.add_argument("--preset", choices=PRESETS, default="auto", metavar="TASK",
                    help=f"hyperparameter preset, one of: {', '.join(PRESETS)} (default auto; see below)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="replace a configuration field after the preset, by dotted name (repeatable), e.g. "
+                        "--set step_size=0.3 --set prompt.iters=1")
     p.add_argument("--overwrite", action="store_true",
                    help="start a fresh result file instead of resuming (discards finished samples)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -261,147 +173,156 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- run
-def _settings(args, problem, description) -> Tuple[type, Any, Optional[str], Path, Dict[str, Any]]:
-    from .. import solvers
+def _overrides(items) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise CLIError(f"--set expects NAME=VALUE (e.g. --set step_size=0.3), got {item!r}")
+        out[name.strip()] = value
+    return out
 
-    solver_cls = getattr(solvers, SOLVERS[args.solver])
-    if args.preset == "auto":
-        task = infer_solver_task(description)
-    elif args.preset == "none":
-        task = None
-    else:
-        task = TASKS[args.preset].solver_task
-    config_cls = solver_cls.config_class
+
+def _solver_task(args, problem) -> Optional[str]:
+    """The solver preset (a :class:`diffprior.solvers.Task` value) chosen by ``--preset``."""
+    if args.preset == "none":
+        return None
+    name = problem.task if args.preset == "auto" else args.preset
+    if name is None:  # run() says so once everything is checked
+        return None
+    if name not in TASKS:
+        raise CLIError(f"the problem file records the task {name!r}, which this version does not know; "
+                       f"pass --preset with one of: {', '.join(PRESETS)}")
+    return TASKS[name].solver_task
+
+
+def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, Any]]:
+    from ..priors import preset_table
+    from ..runner import solver_config
+    from ..solvers import ConfigError
+
+    solver_cls = SOLVERS[args.solver]
+    task = _solver_task(args, problem)
     prior_path = _resolve_prior(args.prior)
-    config = config_cls.for_task(solvers.Task(task), preset_dataset(prior_path)) if task else config_cls()
+    try:
+        config = solver_config(solver_cls, task, preset_table(prior_path), _overrides(args.overrides))
+    except ConfigError as e:
+        raise CLIError(f"{solver_cls.__name__}: {e}") from None
     hyper = {
-        "config": config_to_json(config),
-        "num_steps": int(args.steps),
+        "config": config.to_json(),
+        "num_steps": int(args.steps) if solver_cls.uses_prior else None,
         "preset": task,
-        "prompt": solver_cls.default_prompt,
-        "prior": {"name": prior_path.resolve().name, "fingerprint": prior_fingerprint(prior_path)},
         "problem_digest": _digest(problem.measurement),
     }
+    if solver_cls.uses_prior:
+        hyper["prompt"] = solver_cls.default_prompt
+        hyper["prior"] = {"name": prior_path.resolve().name, "fingerprint": prior_fingerprint(prior_path)}
     return solver_cls, config, task, prior_path, hyper
 
 
-def _load_prior(path: Path):
-    from ..prior import LatentDiffusionPrior
+def _check_writable(out: Path) -> None:
+    """Refuse an --out whose folder is missing or not writable, before any work."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise CLIError(f"--out {out}: the folder {folder} does not exist")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise CLIError(f"--out {out}: the file is not writable")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".diffprior-write-check-"):
+            pass
+    except OSError as e:
+        raise CLIError(f"--out {out}: cannot write in the folder {folder} ({e.strerror or e})") from None
 
-    return LatentDiffusionPrior.from_pretrained(path)
+
+def _load_prior(path: Path):
+    from ..priors import load
+
+    return load(path)
 
 
 def run(args) -> None:
     """Run ``diffprior solve`` with parsed arguments."""
     from ..io import IncompatibleResultError, ResultWriter, WriteMode, read_problem
+    from ..runner import solve_problem
 
     t_start = time.perf_counter()
     problem_path = Path(args.problem)
     problem = read_problem(problem_path)
-    description = _per_image(problem.operator)
-    image_shape = tuple(int(s) for s in description["input_shape"])
     N = problem.n_samples
-    solver_cls, config, task, prior_path, hyper = _settings(args, problem, description)
+    image_shape = tuple(int(s) for s in np.asarray(problem.operator["input_shape"]).ravel()[-3:])
+    solver_cls, config, task, prior_path, hyper = _settings(args, problem)
     out = Path(args.out)
     if out.resolve() == problem_path.resolve():
         raise CLIError("--out must differ from the problem file")
+    _check_writable(out)
     writer_kw = dict(n_samples=N, image_shape=image_shape, solver=solver_cls.__name__, hyperparameters=hyper,
                      seed=args.seed, problem=str(problem_path.resolve()))
-
     writer = None
     if out.exists() and not args.overwrite:
         try:
             writer = ResultWriter(out, mode=WriteMode.RESUME, **writer_kw)
         except IncompatibleResultError as e:
-            raise _incompatible(e, out, writer_kw) from None
+            raise _incompatible(e, out) from None
         pending = writer.pending_indices()
         if pending.size == 0:
+            writer.close()
             print(f"nothing to do: all {N} samples of {out} are done (see: diffprior report {out})")
             return
     else:
         pending = np.arange(N)
     n_before = N - pending.size
-
-    prior = _load_prior(prior_path)
-
-    import jax
-    import jax.numpy as jnp
-
-    from operators import from_description
-
-    from ..metrics import psnr, ssim
-    from ..solvers import SolverFailure, sample_keys
-
-    A = from_description(description)
+    prior = _load_prior(prior_path) if solver_cls.uses_prior else None  # a bad prior fails before any write
+    if writer is None:
+        writer = ResultWriter(out, mode=WriteMode.OVERWRITE if args.overwrite else WriteMode.RESUME, **writer_kw)
     B = min(args.batch, N)
-    root = jax.random.PRNGKey(args.seed)
-    gt = problem.ground_truth
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
+    if args.preset == "auto" and problem.task is None:
+        print("note: the problem file records no task (schema version 1 or written by hand), so the solver's "
+              "defaults apply: pass --preset TASK for a task's preset", file=sys.stderr)
     label = f"{solver_cls.__name__}" + (f" (preset {task})" if task else "")
-    print(f"solving {pending.size} of {N} samples with {label}, {args.steps} steps, batch {B}, seed {args.seed}, "
-          f"prior {prior_path} -> {out}" + (f" ({n_before} already done)" if n_before else ""),
-          file=sys.stderr)
+    steps = f"{args.steps} steps, " if solver_cls.uses_prior else ""
+    print(f"solving {pending.size} of {N} samples with {label}, {steps}batch {B}, seed {args.seed}"
+          + (f", prior {prior_path}" if solver_cls.uses_prior else "") + f" -> {out}"
+          + (f" ({n_before} already done)" if n_before else ""), file=sys.stderr)
 
     from tqdm.auto import tqdm
 
     sample_bar = tqdm(total=N, initial=n_before, unit="sample", desc="samples", disable=not show, position=0)
-    step_bar = tqdm(total=args.steps, unit="step", desc="steps", leave=False, disable=not show, position=1)
-    appended, failed = 0, []
+    step_bar = tqdm(total=args.steps, unit="step", desc="steps", leave=False,
+                    disable=not (show and solver_cls.uses_prior), position=1)
+    done = [n_before]
 
     def on_chunk(solver):
         step_bar.n = solver.step_index
         step_bar.refresh()
 
+    def on_batch(report):
+        done[0] += report.indices.size
+        sample_bar.update(report.indices.size)
+        step_bar.reset(total=args.steps)
+        if not show:
+            compiled = f", compiled in {report.compile_seconds:.1f} s first" if report.compile_seconds > 1 else ""
+            print(f"  samples {report.indices[0]}-{report.indices[-1]} done ({done[0]}/{N}, "
+                  f"{report.seconds:.1f} s{compiled})", file=sys.stderr)
+
     try:
-        for b0 in range(0, pending.size, B):
-            idx = pending[b0:b0 + B]
-            run_idx = np.concatenate([idx, np.repeat(idx[-1:], B - idx.size)])
-            t0 = time.perf_counter()
-            step_bar.reset(total=args.steps)
-            solver = solver_cls(y=problem.measurement[run_idx], A=A, prior=prior, key=sample_keys(root, run_idx),
-                                num_steps=int(args.steps), config=config, progress=False)
-            try:
-                x = solver.solve(callback=on_chunk)
-                status = np.zeros(B, np.int32)
-            except SolverFailure as e:
-                x, status = e.x, np.asarray(e.status)
-            x = np.asarray(x, np.float32)
-            hist = solver.history()
-            dt = (time.perf_counter() - t0) / idx.size
-            mets: Dict[str, np.ndarray] = {}
-            if gt is not None:
-                ref = jnp.asarray(gt[run_idx])
-                mets = {"psnr": np.asarray(psnr(jnp.asarray(x), ref)), "ssim": np.asarray(ssim(jnp.asarray(x), ref))}
-            if writer is None:
-                mode = WriteMode.OVERWRITE if args.overwrite else WriteMode.RESUME
-                writer = ResultWriter(out, mode=mode, **writer_kw)
-            for j, n in enumerate(idx):
-                writer.append(int(n), x[j], metrics={k: v[j] for k, v in mets.items()},
-                              history=_sample_history(hist, j), wall_time=dt)
-                appended += 1
-                if status[j]:
-                    failed.append(int(n))
-                sample_bar.update(1)
-                if kill_after and appended >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if not show:
-                print(f"  samples {idx[0]}-{idx[-1]} done ({n_before + appended}/{N}, "
-                      f"{dt * idx.size:.1f} s)", file=sys.stderr)
+        summary = solve_problem(problem, solver_cls, config, writer, prior=prior, num_steps=int(args.steps),
+                                seed=args.seed, batch=B, indices=pending, on_batch=on_batch, on_chunk=on_chunk)
     finally:
         step_bar.close()
         sample_bar.close()
-
-    summary = f"solved {appended} samples in {time.perf_counter() - t_start:.1f} s -> {out} ({N}/{N} done)"
-    if gt is not None:
+        writer.close()
+    failed = summary["failed"]
+    line = f"solved {summary['appended']} samples in {time.perf_counter() - t_start:.1f} s -> {out} ({N}/{N} done)"
+    if problem.ground_truth is not None:
         from ..io import read_result
 
         res = read_result(out)
         ok = res.done & np.isfinite(res.metrics.get("psnr", np.full(N, np.nan)))
         if ok.any():
-            summary += (f"; mean PSNR {np.mean(res.metrics['psnr'][ok]):.2f} dB, "
-                        f"SSIM {np.mean(res.metrics['ssim'][ok]):.4f}")
-    print(summary)
+            line += (f"; mean PSNR {np.mean(res.metrics['psnr'][ok]):.2f} dB, "
+                     f"SSIM {np.mean(res.metrics['ssim'][ok]):.4f}")
+    print(line)
     if failed:
         raise CLIError(f"{len(failed)} of {N} samples failed (non-finite or diverged; stored as NaN with their "
                        f"history): {failed[:20]}{' ...' if len(failed) > 20 else ''}", exit_code=1)

@@ -1,4 +1,6 @@
-"""Latent-diffusion inverse-problem solvers: P2L and the LDPS, GML-DPS, PSLD, LDIR baselines.
+"""Inverse-problem solvers: P2L, the LDPS, GML-DPS, PSLD, LDIR baselines and TV/PnP-ADMM.
+
+Every solver is registered by name in :data:`SOLVERS` (:mod:`diffprior.solvers.registry`).
 
 All share one shell (:class:`Solver`: keyword-only construction, ``solve``, ``history``,
 iteration table, progress bar, ``save_state``/``load_state``) over one pure core
@@ -8,6 +10,8 @@ iteration table, progress bar, ``save_state``/``load_state``) over one pure core
 """
 
 from .base import SamplerConfig, Solver, SolverFailure, sample_keys
+from .classic import ADMMConfig
+from .config import ConfigError, SolverConfig
 from .common import RESIDUAL_SCALE, Dataset, LatentPrior, Loss, Status, Task
 from .consistency import (AdamHistory, FixedPointRegularizer, GluingProjection, GluingRegularizer, GradientDescent,
                           ProximalProjection)
@@ -17,13 +21,15 @@ from .ldir import LDIR, LDIRConfig
 from .ldps import LDPS, LDPSConfig
 from .p2l import P2L, P2LConfig
 from .prompt import PromptTuning
-from .pnp_admm import PnPADMM
+from .pnp_admm import PnPADMM, PnPADMMConfig
 from .psld import PSLD, PSLDConfig
-from .tv_admm import TVADMM
+from .registry import SOLVERS, get_solver, solver_name
+from .tv_admm import TVADMM, TVADMMConfig
 
 __all__ = [
     "P2L", "LDPS", "GMLDPS", "PSLD", "LDIR", "TVADMM", "PnPADMM", "Solver", "SolverFailure",
-    "P2LConfig", "LDPSConfig", "GMLDPSConfig", "PSLDConfig", "LDIRConfig", "SamplerConfig",
+    "P2LConfig", "LDPSConfig", "GMLDPSConfig", "PSLDConfig", "LDIRConfig", "SamplerConfig", "SolverConfig",
+    "ADMMConfig", "TVADMMConfig", "PnPADMMConfig", "ConfigError", "SOLVERS", "get_solver", "solver_name",
     "PromptTuning", "GradientDescent", "AdamHistory", "ProximalProjection", "GluingProjection",
     "FixedPointRegularizer", "GluingRegularizer", "State", "StepStats", "Task", "Dataset", "Loss", "Status",
     "LatentPrior", "RESIDUAL_SCALE",

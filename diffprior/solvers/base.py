@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedule import ddim_timesteps
-from .common import Dataset, Loss, Status, Task, check_prior, make_forward, per_sample, residual
+from .common import Loss, Status, Task, check_prior, make_forward, per_sample, residual
+from .config import SolverConfig
 from .core import Data, Plan, State, StepStats, decode_images, init_state, run_chunk
 from .itstat import IterationTable
 
@@ -55,8 +56,9 @@ class SolverFailure(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SamplerConfig:
-    """Hyperparameters every latent-diffusion solver has.
+class SamplerConfig(SolverConfig):
+    """Hyperparameters every latent-diffusion solver has (presets, JSON and overrides:
+    :class:`~diffprior.solvers.config.SolverConfig`).
 
     Attributes:
         step_size: guidance step :math:`\\rho`, a scalar or one value per sample.
@@ -79,49 +81,6 @@ class SamplerConfig:
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
         object.__setattr__(self, "loss", Loss(self.loss))
-
-    @classmethod
-    def for_task(cls, task: Task, dataset: Dataset = Dataset.IMAGENET, **overrides) -> "SamplerConfig":
-        """The preset for ``task``: the paper's values (our reading of them) for ``FFHQ`` and
-        ``IMAGENET``; for ``CIFAR10`` (the bundled prior) the ImageNet preset with the values of
-        the validation search in :mod:`diffprior.solvers.tuned`.
-
-        Args:
-            task: a :class:`~diffprior.solvers.common.Task`.
-            dataset: a :class:`~diffprior.solvers.common.Dataset` (default ImageNet).
-            **overrides: fields to replace (e.g. ``eta=0.5``).
-        """
-        from .tuned import tuned_values
-
-        task, dataset = Task(task), Dataset(dataset)
-        cfg = cls._paper_preset(task, Dataset.IMAGENET if dataset is Dataset.CIFAR10 else dataset)
-        if dataset is Dataset.CIFAR10:
-            cfg = cfg.with_values(tuned_values(cls.__name__.removesuffix("Config"), task))
-        return dataclasses.replace(cfg, **overrides)
-
-    @classmethod
-    def _paper_preset(cls, task: Task, dataset: Dataset) -> "SamplerConfig":
-        """The paper's setting for ``task`` on ``dataset`` (default: the class defaults)."""
-        return cls()
-
-    def with_values(self, values: dict) -> "SamplerConfig":
-        """A copy with fields replaced, by flat names.
-
-        A name ``<field>_<attr>`` whose ``<field>`` is a nested component of the config sets
-        that component's attribute: ``prompt_lr``, ``prompt_iters``, ``prompt_shift_step``
-        (:class:`~diffprior.solvers.prompt.PromptTuning`), ``projection_weight``,
-        ``projection_every``, ``projection_cg_iters`` (the projection of P2L). Other names are
-        the config's own fields (``step_size``, ``eta``, ``fixed_point_weight``, ...).
-        """
-        values, nested = dict(values), {}
-        for name in list(values):
-            field, _, attr = name.partition("_")
-            sub = getattr(self, field, None) if attr else None
-            if dataclasses.is_dataclass(sub) and attr in {f.name for f in dataclasses.fields(sub)}:
-                nested.setdefault(field, {})[attr] = values.pop(name)
-        for field, attrs in nested.items():
-            values[field] = dataclasses.replace(getattr(self, field), **attrs)
-        return dataclasses.replace(self, **values)
 
 
 def _check_key(key):
@@ -184,6 +143,7 @@ class Solver:
 
     config_class: type = SamplerConfig
     default_prompt: str = ""
+    uses_prior = True
 
     def __init__(self, *, y, A, prior, key, num_steps: int = 1000, config=None,
                  prompt: str | Sequence[str] | jax.Array | None = None, image_shape: Sequence[int] | None = None,
@@ -220,12 +180,12 @@ class Solver:
             raise TypeError(f"{name}: {type(needs[0]).__name__} needs the adjoint A.adj, so A must be a "
                             f"scico.linop.LinearOperator; got {type(A).__name__}. Non-linear operators work "
                             "with the gradient steps only (LDPS, LDIR, GMLDPS, or P2L with projection=None).")
-        self.plan = Plan(fwd=fwd, latent_shape=latent_shape, loss=config.loss, eta=float(config.eta),
+        self.plan = Plan(latent_shape=latent_shape, loss=config.loss, eta=float(config.eta),
                          divergence_threshold=float(divergence_threshold), **parts)
 
         sched = prior.schedule
         ts = ddim_timesteps(self.num_steps, int(sched.alphas_cumprod.shape[0]), int(getattr(sched, "steps_offset", 0)))
-        self.data = Data(prior=prior, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
+        self.data = Data(prior=prior, fwd=fwd, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
                          step_size=per_sample(config.step_size, n, "step_size"),
                          keys=key if batched_key else sample_keys(key, np.arange(n)),
                          emb0=self._embedding(prior, prompt, n))
@@ -392,7 +352,7 @@ class Solver:
         x = self.x if x is None else x
         if x is None:
             raise RuntimeError("nothing solved yet: call solve() or pass x")
-        return _residual(self.plan.fwd, self.data.y, jnp.asarray(x, jnp.float32))
+        return _residual(self.data.fwd, self.data.y, jnp.asarray(x, jnp.float32))
 
     def history(self) -> StepStats:
         """Per-step statistics so far, each field stacked over steps (leading axis = step)."""
@@ -417,7 +377,7 @@ class Solver:
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> dict:
         return {"format": _STATE_FORMAT, "solver": type(self).__name__, "num_steps": self.num_steps,
-                "n": self.n, "config": repr(self.config)}
+                "n": self.n, "config": self.config.to_json()}
 
     def save_state(self, path: str | os.PathLike):
         """Write the state, step index and history to ``path`` (``.npz``, atomically)."""
@@ -471,4 +431,4 @@ def _mean_ok(values, status) -> float:
     return float(np.mean(np.asarray(values)[ok])) if ok.any() else float("nan")
 
 
-_residual = jax.jit(residual, static_argnums=0)
+_residual = jax.jit(residual)

@@ -13,7 +13,7 @@ plain ``[0, 1]``-unit norms.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,38 +64,25 @@ class Dataset(str, enum.Enum):
 
 
 # ----------------------------------------------------------------------------- the prior
-@runtime_checkable
-class LatentPrior(Protocol):
-    """What a solver needs from a prior (duck-typed; :class:`~diffprior.prior.LatentDiffusionPrior`
-    is the real one, a linear-Gaussian stand-in serves the analytic tests).
+from ..priors.protocol import SOLVER_MEMBERS as _PRIOR_MEMBERS  # noqa: E402 (kept with the prior block)
+from ..priors.protocol import DiffusionPrior  # noqa: E402
 
-    The object must also be a JAX pytree (e.g. a ``flax.struct.dataclass``) so it can be
-    passed through ``jax.jit``. Images are ``[0, 1]``, latents are scaled.
-    """
-
-    schedule: Any
-
-    def encode(self, x): ...
-
-    def decode(self, z): ...
-
-    def eps_and_x0(self, z, t, emb): ...
-
-    def embed(self, prompts): ...
-
-
-_PRIOR_METHODS = ("encode", "decode", "eps_and_x0", "embed")
+#: The prior protocol, :class:`diffprior.priors.DiffusionPrior` (kept under its former name).
+#: The solvers use only ``schedule``, ``encode``, ``decode``, ``eps_and_x0`` and ``embed``
+#: (see :func:`check_prior`).
+LatentPrior = DiffusionPrior
 
 
 def check_prior(prior) -> None:
-    """Raise ``TypeError`` unless ``prior`` implements :class:`LatentPrior` and is a pytree."""
-    missing = [m for m in _PRIOR_METHODS if not callable(getattr(prior, m, None))]
+    """Raise ``TypeError`` unless ``prior`` has the members of :class:`~diffprior.priors.DiffusionPrior`
+    that solvers use (``schedule``, ``encode``, ``decode``, ``eps_and_x0``, ``embed``) and is a pytree."""
+    missing = [m for m in _PRIOR_MEMBERS if m != "schedule" and not callable(getattr(prior, m, None))]
     if not hasattr(prior, "schedule"):
         missing.append("schedule")
     if missing:
         raise TypeError(
-            f"prior must be a LatentDiffusionPrior or implement the LatentPrior protocol "
-            f"(encode, decode, eps_and_x0, embed, schedule); got {type(prior).__name__}"
+            f"prior must be a LatentDiffusionPrior or implement the DiffusionPrior protocol "
+            f"({', '.join(_PRIOR_MEMBERS)}; see diffprior.priors); got {type(prior).__name__}"
             + (f" lacking {', '.join(missing)}" if not isinstance(prior, (str, bytes, np.ndarray, jax.Array)) else ""))
     leaves = jax.tree_util.tree_leaves(prior)
     if len(leaves) == 1 and leaves[0] is prior:
@@ -110,16 +97,19 @@ def _is_linear(A) -> bool:
     return isinstance(A, LinearOperator)
 
 
+@jax.tree_util.register_pytree_node_class
 class Forward:
-    """A forward model applied to a batch ``(N, H, W, C)`` of images.
+    """A forward model applied to a batch ``(N, H, W, C)`` of images; a JAX pytree.
 
     Wraps a ``scico`` operator defined on one image (``input_shape == (H, W, C)``, applied
     with ``jax.vmap``), a ``scico`` operator on the whole batch (``input_shape == (N, H, W,
     C)``), or a plain differentiable callable on the batch. ``adj`` exists for
     :class:`scico.linop.LinearOperator` only and is the operator's exact adjoint.
 
-    Equality and hashing follow the identity of the wrapped operator, so a ``Forward`` can be
-    a static argument of ``jax.jit``.
+    Operators of :mod:`operators` are pytrees themselves: their arrays (kernels, masks) are
+    the leaves of this ``Forward`` and are traced through ``jax.jit``, so a solver compiled
+    for one operator serves every operator of the same kind and shapes. Any other operator
+    or callable is static structure, compared by identity: a new instance compiles anew.
     """
 
     def __init__(self, A, image_shape: tuple, batched: bool):
@@ -128,12 +118,22 @@ class Forward:
         self.batched = bool(batched)
         self.linear = _is_linear(A)
 
-    def __eq__(self, other):
-        return (isinstance(other, Forward) and other.A is self.A and other.image_shape == self.image_shape
-                and other.batched == self.batched)
+    @property
+    def traced(self) -> bool:
+        """Whether the operator's arrays are traced data (an operator of :mod:`operators`)."""
+        return _is_data_operator(self.A)
 
-    def __hash__(self):
-        return hash((id(self.A), self.image_shape, self.batched))
+    def tree_flatten(self):
+        static = (self.image_shape, self.batched)
+        if self.traced:
+            return (self.A,), (None,) + static
+        return (), (_Opaque(self.A),) + static
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        opaque, image_shape, batched = aux
+        A = children[0] if opaque is None else opaque.obj
+        return cls(A, image_shape, batched)
 
     def __repr__(self):
         return f"Forward({type(self.A).__name__}, image_shape={self.image_shape}, batched={self.batched})"
@@ -150,6 +150,27 @@ class Forward:
     def gram(self, x):
         """:math:`A^T A x`."""
         return self.adj(self(x))
+
+
+class _Opaque:
+    """Static pytree data compared by identity (an operator whose arrays cannot be traced)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Opaque) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+
+def _is_data_operator(A) -> bool:
+    from operators import ImageOperator
+
+    return isinstance(A, ImageOperator)
 
 
 def make_forward(A, y, image_shape: Sequence[int] | None = None):
@@ -208,11 +229,13 @@ def make_forward(A, y, image_shape: Sequence[int] | None = None):
             raise ValueError(f"y has shape {y.shape}, but A maps {(y.shape[0], *image_shape)} images to {out.shape}")
     if len(image_shape) != 3:
         raise ValueError(f"images must be (H, W, C), got image_shape={image_shape}")
+    if y.shape[0] == 0:
+        raise ValueError(f"y holds no samples (shape {tuple(y.shape)}): a solver needs at least one")
     bad = np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(y.reshape(y.shape[0], -1)), axis=1)))
     if bad.size:
         raise ValueError(f"y contains NaN or infinity in sample(s) {bad.tolist()}")
     fwd = Forward(A, image_shape, batched)
-    if fwd.linear:
+    if fwd.linear and not fwd.traced:
         # Build scico's lazily created adjoint on the host, not inside a jit trace.
         A.adj(jnp.zeros(A.output_shape, A.output_dtype))
     return fwd, y, int(y.shape[0])

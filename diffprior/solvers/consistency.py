@@ -23,9 +23,11 @@ import dataclasses
 import optax
 
 from .common import Forward, Loss, batched_cg, penalty, safe_norm
+from .config import register_component
 
 
 # ----------------------------------------------------------------------------- latent updates
+@register_component
 @dataclasses.dataclass(frozen=True)
 class GradientDescent:
     """Plain guidance step: :math:`z_{t-1} = z'_{t-1} - \\rho\\, g` (P2L Eq. 14 / Alg. 4, LDPS Eq. 20)."""
@@ -37,6 +39,7 @@ class GradientDescent:
         return g, state
 
 
+@register_component
 @dataclasses.dataclass(frozen=True)
 class AdamHistory:
     """Adam-like history update of LDIR (Eqs. 21-24), used by P2L's Alg. 5.
@@ -65,6 +68,7 @@ class AdamHistory:
 
 
 # ----------------------------------------------------------------------------- regularisers
+@register_component
 @dataclasses.dataclass(frozen=True)
 class FixedPointRegularizer:
     """GML-DPS (Eq. 25): :math:`\\gamma\\,\\|\\hat z_0 - \\mathcal{E}(\\mathcal{D}(\\hat z_0))\\|`,
@@ -77,6 +81,7 @@ class FixedPointRegularizer:
         return self.weight * penalty(safe_norm(z0 - prior.encode(x)), loss)
 
 
+@register_component
 @dataclasses.dataclass(frozen=True)
 class GluingRegularizer:
     """PSLD (Eq. 26): :math:`\\gamma\\,\\|\\hat z_0 - \\mathcal{E}(A^T y + (I - A^T A)\\,\\mathcal{D}(\\hat z_0))\\|`.
@@ -94,6 +99,7 @@ class GluingRegularizer:
 
 
 # ----------------------------------------------------------------------------- projections
+@register_component
 @dataclasses.dataclass(frozen=True)
 class ProximalProjection:
     """P2L's projection onto the encoder's range (Eq. 16), every ``every`` steps.
@@ -129,6 +135,7 @@ class ProximalProjection:
         return batched_cg(lambda v: fwd.gram(v) + lam * v, fwd.adj(y) + lam * x, x, self.cg_iters)
 
 
+@register_component
 @dataclasses.dataclass(frozen=True)
 class GluingProjection:
     """Project with the PSLD gluing :math:`\\hat x = A^T y + (I - A^T A)\\,\\mathcal{D}(\\hat z_0)`

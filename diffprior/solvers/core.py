@@ -12,9 +12,10 @@ pass in which each step
 4. takes the DDIM step (Eq. 11) from :math:`(\\hat z_0, \\hat\\epsilon)` and subtracts
    :math:`\\rho` times the latent update's direction (GD or Adam-like history).
 
-A :class:`Plan` (hashable: strategies, forward model, static settings) holds the recipe;
-:class:`Data` (a pytree: prior, measurement, timesteps, per-sample step sizes and keys) the
-traced inputs. Per-sample status is a value: a sample whose latent or embedding turns
+A :class:`Plan` (hashable: strategies and static settings) holds the recipe; :class:`Data`
+(a pytree: prior, forward model, measurement, timesteps, per-sample step sizes and keys) the
+traced inputs. The forward model is data: its arrays (kernels, masks) are traced, so
+operators that differ only in their arrays share one compiled program. Per-sample status is a value: a sample whose latent or embedding turns
 non-finite, or whose latent leaves ``|z| <= divergence_threshold``, is frozen at its last
 good state and flagged, while the others go on.
 """
@@ -78,6 +79,7 @@ class Data(NamedTuple):
 
     Attributes:
         prior: the latent prior (a pytree).
+        fwd: the forward model (:class:`~diffprior.solvers.common.Forward`, a pytree).
         y: measurement ``(N, ...)``.
         timesteps, prev_timesteps: ``(S,)`` int32 DDIM timesteps and their successors (-1 last).
         step_size: per-sample :math:`\\rho`, ``(N,)``.
@@ -86,6 +88,7 @@ class Data(NamedTuple):
     """
 
     prior: Any
+    fwd: Forward
     y: jax.Array
     timesteps: jax.Array
     prev_timesteps: jax.Array
@@ -129,7 +132,6 @@ class Plan:
     """A latent diffusion solver as a recipe of strategies (hashable; a static ``jit`` argument).
 
     Attributes:
-        fwd: the forward model.
         latent_shape: ``(h, w, c)`` of one latent.
         update: :class:`GradientDescent` or :class:`AdamHistory`.
         loss: how the residual enters the guidance loss.
@@ -140,7 +142,6 @@ class Plan:
         divergence_threshold: a sample whose latent exceeds this magnitude is DIVERGED.
     """
 
-    fwd: Forward
     latent_shape: tuple
     update: GradientDescent | AdamHistory = GradientDescent()
     loss: Loss = Loss.NORM
@@ -160,7 +161,7 @@ class Plan:
     # ------------------------------------------------------------------ step
     def step(self, data: Data, state: State, i) -> tuple[State, StepStats]:
         """One reverse step ``i`` (0-based; timestep ``data.timesteps[i]``); pure, jittable."""
-        prior, y, fwd = data.prior, data.y, self.fwd
+        prior, y, fwd = data.prior, data.y, data.fwd
         i = jnp.asarray(i, jnp.int32)
         t, t_prev = data.timesteps[i], data.prev_timesteps[i]
         n = y.shape[0]

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .classic import ClassicADMM
+import dataclasses
+
+from .classic import ADMMConfig, ClassicADMM
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PnPADMMConfig(ADMMConfig):
+    """PnP-ADMM settings: scico's DnCNN ``variant`` (``"6M"``, ``"17M"``, ``"17H"``, ...: depth
+    and noise level) and those of :class:`~diffprior.solvers.classic.ADMMConfig`."""
+
+    variant: str = "17M"
 
 
 class PnPADMM(ClassicADMM):
@@ -16,16 +26,12 @@ class PnPADMM(ClassicADMM):
     colour channel separately (scico's ``DnCNN`` functional does this for a trailing channel
     axis of size 3).
 
-    Args:
-        variant: scico DnCNN variant (``"6M"``, ``"17M"``, ``"17H"``... : depth and noise level).
-        **kwargs: see :class:`~diffprior.solvers.classic.ClassicADMM`.
+    Settings: :class:`PnPADMMConfig`; arguments: :class:`~diffprior.solvers.classic.ClassicADMM`.
     """
 
-    def __init__(self, *, variant: str = "17M", **kwargs):
-        self.variant = variant
-        super().__init__(**kwargs)
+    config_class = PnPADMMConfig
 
-    def _regularizer(self):
+    def _regularizer(self, A):
         from scico import functional, linop
 
-        return functional.DnCNN(self.variant), linop.Identity(tuple(self.A.input_shape))
+        return functional.DnCNN(self.config.variant), linop.Identity(tuple(A.input_shape))

@@ -10,6 +10,7 @@ import optax
 from jax import lax
 
 from .common import RESIDUAL_SCALE, Forward, Loss, bcast, penalty, residual
+from .config import register_component
 
 
 def conditional_posterior_mean(prior, fwd: Forward, y, z0, zeta, loss: Loss = Loss.NORM):
@@ -26,6 +27,7 @@ def conditional_posterior_mean(prior, fwd: Forward, y, z0, zeta, loss: Loss = Lo
     return z0 - bcast(zeta, z0) * jax.grad(data_loss)(z0)
 
 
+@register_component
 @dataclasses.dataclass(frozen=True)
 class PromptTuning:
     """K Adam iterations on the text embedding :math:`c` at every reverse step (Alg. 3).

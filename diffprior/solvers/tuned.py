@@ -67,16 +67,16 @@ TUNED: dict = {
     ("P2L", _GAUSS): {"step_size": 0.03, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.001},
     ("P2L", _MOTION): {"step_size": 0.003, "prompt_lr": _P2L_PROMPT_LR, "projection_weight": 0.001},
     ("P2L", _INPAINT): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR},
-    # TV-ADMM's weight (50 ADMM iterations)
-    ("TVADMM", _SR): {"lmbda": 0.003},
-    ("TVADMM", _GAUSS): {"lmbda": 0.0001},
-    ("TVADMM", _MOTION): {"lmbda": 0.0001},
-    ("TVADMM", _INPAINT): {"lmbda": 0.03},
-    # PnP-ADMM's penalty (30 iterations)
-    ("PnPADMM", _SR): {"rho": 0.002},
-    ("PnPADMM", _GAUSS): {"rho": 0.002},
-    ("PnPADMM", _MOTION): {"rho": 0.002},
-    ("PnPADMM", _INPAINT): {"rho": 0.02},
+    # TV-ADMM's weight, searched at 50 ADMM iterations (so the preset runs 50)
+    ("TVADMM", _SR): {"lmbda": 0.003, "maxiter": 50},
+    ("TVADMM", _GAUSS): {"lmbda": 0.0001, "maxiter": 50},
+    ("TVADMM", _MOTION): {"lmbda": 0.0001, "maxiter": 50},
+    ("TVADMM", _INPAINT): {"lmbda": 0.03, "maxiter": 50},
+    # PnP-ADMM's penalty, searched at 30 iterations
+    ("PnPADMM", _SR): {"rho": 0.002, "maxiter": 30},
+    ("PnPADMM", _GAUSS): {"rho": 0.002, "maxiter": 30},
+    ("PnPADMM", _MOTION): {"rho": 0.002, "maxiter": 30},
+    ("PnPADMM", _INPAINT): {"rho": 0.02, "maxiter": 30},
 }
 
 

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from .classic import ClassicADMM
+import dataclasses
+
+from .classic import ADMMConfig, ClassicADMM
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TVADMMConfig(ADMMConfig):
+    """TV-ADMM settings: the TV weight :math:`\\lambda` (for ``[0, 1]`` images) and those of
+    :class:`~diffprior.solvers.classic.ADMMConfig`."""
+
+    lmbda: float = 0.02
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lmbda >= 0:
+            raise ValueError(f"lmbda must be >= 0, got {self.lmbda}")
 
 
 class TVADMM(ClassicADMM):
@@ -16,19 +31,13 @@ class TVADMM(ClassicADMM):
     :math:`C = \\nabla`, :math:`g = \\lambda\\|\\cdot\\|_{2,1}` and the x-update is solved by CG
     on :math:`(A^TA + \\rho\\nabla^T\\nabla)x = A^Ty + \\rho\\nabla^T(v - u)` (:cite:`boyd-2011-distributed`).
 
-    Args:
-        lmbda: TV weight :math:`\\lambda` (for ``[0, 1]`` images).
-        **kwargs: see :class:`~diffprior.solvers.classic.ClassicADMM`.
+    Settings: :class:`TVADMMConfig`; arguments: :class:`~diffprior.solvers.classic.ClassicADMM`.
     """
 
-    def __init__(self, *, lmbda: float = 0.02, **kwargs):
-        if lmbda < 0:
-            raise ValueError(f"lmbda must be >= 0, got {lmbda}")
-        self.lmbda = float(lmbda)
-        super().__init__(**kwargs)
+    config_class = TVADMMConfig
 
-    def _regularizer(self):
+    def _regularizer(self, A):
         from scico import functional, linop
 
-        C = linop.FiniteDifference(input_shape=tuple(self.A.input_shape), axes=(0, 1), append=0)
-        return self.lmbda * functional.L21Norm(l2_axis=0), C
+        C = linop.FiniteDifference(input_shape=tuple(A.input_shape), axes=(0, 1), append=0)
+        return self.config.lmbda * functional.L21Norm(l2_axis=0), C
