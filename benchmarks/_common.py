@@ -1,5 +1,9 @@
 """Shared pieces of the benchmark scripts: validation images, problems, solver runs, scores.
 
+Every benchmark solve goes through the library's runner (:func:`diffprior.runner.solve_problem`)
+and is written through :class:`diffprior.io.ResultWriter` (:func:`run_result`): one result file
+per run, which is also the resume store (a rerun solves the file's pending samples only).
+
 Image subsets of the CIFAR-10 validation split (files ``4900``-``4999`` of every class, never
 trained on), all chosen by file name, never by results:
 
@@ -13,8 +17,10 @@ the result does not depend on the batch it ran in.
 
 from __future__ import annotations
 
+import json
+import os
 import resource
-import time
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +107,7 @@ def image_keys(names) -> jax.Array:
 
 def build_operator(task: str, image_shape, seed: int = 0):
     """The task preset's operator (one per task: its random mask/kernel drawn from ``seed``)."""
-    from diffprior.commands.tasks import TASKS
+    from diffprior.tasks import TASKS
 
     return TASKS[task].build(tuple(image_shape), jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(task.encode())))
 
@@ -115,35 +121,14 @@ def measure(A, images: np.ndarray, names, sigma: float = SIGMA) -> np.ndarray:
 
 
 def solver_config(cls, task: str, **overrides):
-    """The solver's preset for a task (``diffprior.commands.tasks`` name) with overrides
+    """The solver's preset for a task (``diffprior.tasks`` name) with overrides
     (flat names, see :meth:`~diffprior.solvers.base.SamplerConfig.with_values`)."""
-    from diffprior.commands.tasks import TASKS
+    from diffprior.tasks import TASKS
     from diffprior.solvers import Dataset, Task
 
     st = TASKS[task].solver_task
     cfg = cls.config_class.for_task(Task(st), Dataset.CIFAR10) if st else cls.config_class()
     return cfg.with_values(overrides) if overrides else cfg
-
-
-def solve_all(solver) -> np.ndarray:
-    """``solver.solve()``, with failed samples returned as NaN images instead of raising."""
-    from diffprior.solvers import SolverFailure
-
-    try:
-        return np.asarray(solver.solve())
-    except SolverFailure as e:
-        return np.asarray(e.x)
-
-
-def run_latent(cls, config, y, A, prior, keys, steps: int, prompt=None, batch: int = 25) -> tuple[np.ndarray, float]:
-    """Run a latent solver in batches; returns ``(x, seconds)`` (compilation included once per shape)."""
-    out, t0 = [], time.perf_counter()
-    for b in range(0, len(y), batch):
-        kw = {} if prompt is None else {"prompt": prompt[b:b + batch] if isinstance(prompt, list) else prompt}
-        s = cls(y=y[b:b + batch], A=A, prior=prior, key=keys[b:b + batch], num_steps=steps, config=config,
-                progress=False, **kw)
-        out.append(solve_all(s))
-    return np.concatenate(out), time.perf_counter() - t0
 
 
 def nfe_per_image(config, steps: int) -> int:
@@ -160,6 +145,121 @@ def scores(x: np.ndarray, gt: np.ndarray) -> dict:
     return {"psnr": np.asarray(psnr(jnp.asarray(x), jnp.asarray(gt))),
             "ssim": np.asarray(ssim(jnp.asarray(x), jnp.asarray(gt))),
             "lpips": np.asarray(lpips(x, gt))}
+
+
+def task_problem(task: str, val: Validation, A=None):
+    """The task preset's inverse problem on ``val``, in memory (:class:`diffprior.io.Problem`):
+    the operator :func:`build_operator` (or ``A``), measurements :func:`measure` (sigma =
+    :data:`SIGMA`), ground truth, image names and their seeds (:func:`seed_of`)."""
+    import operators
+
+    from diffprior.io import Problem
+
+    A = build_operator(task, val.images.shape[1:]) if A is None else A
+    return Problem(measurement=np.asarray(measure(A, val.images, val.names), np.float32),
+                   operator=operators.describe(A), noise_sigma=SIGMA,
+                   ground_truth=np.asarray(val.images, np.float32),
+                   seeds=np.array([seed_of(n) for n in val.names], np.int64), names=list(val.names), task=task)
+
+
+class PeakRSS:
+    """Peak resident memory (MB) of this process while a block runs, sampled every 20 ms;
+    :meth:`take` returns the peak since the block started or the last ``take`` and restarts."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mb(), threading.Event()
+        self._t = threading.Thread(target=self._poll, daemon=True)
+        self._t.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def take(self) -> float:
+        peak, self.peak = max(self.peak, _rss_mb()), _rss_mb()
+        return peak
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def names_digest(names) -> str:
+    """A short hash of a list of image names (recorded in result hyperparameters)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:12]
+
+
+def run_result(path: str | Path, problem, cls, config, *, hyperparameters: dict, prior=None, steps: int = 0,
+               keys=None, batch: int = 10, indices=None, prompt=None, metrics=None, label: str = "",
+               quiet: bool = False) -> dict:
+    """Solve ``problem``'s pending samples (of ``indices``, default all) with ``cls``/``config``
+    through :func:`diffprior.runner.solve_problem`, appending each to the result file ``path``
+    (created, or resumed: a file written with other ``hyperparameters``, images or solver is
+    refused with ``SystemExit``). Per-sample metrics: ``metrics(x, gt)`` (default
+    :func:`scores`: PSNR, SSIM, LPIPS) plus ``peak_rss_mb``, the peak resident memory of the
+    process during the sample's batch (compilation included). The file is compacted
+    (:meth:`~diffprior.io.ResultWriter.close`) when the run ends, also when interrupted.
+
+    Returns :func:`~diffprior.runner.solve_problem`'s dict, ``{"appended": 0, ...}`` if
+    nothing was pending.
+    """
+    from diffprior.io import IncompatibleResultError, ResultWriter
+    from diffprior.runner import solve_problem
+    from diffprior.solvers import solver_name
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = ResultWriter(path, problem.n_samples, problem.ground_truth.shape[1:], solver_name(cls),
+                              hyperparameters)
+    except IncompatibleResultError as e:
+        what = e.member
+        if e.member == "hyperparameters":  # name the entries that differ (the whole may list 1000 images)
+            from diffprior.io import read_result
+
+            was = read_result(path).hyperparameters
+            mine = json.loads(json.dumps(hyperparameters, default=str))
+            what = ", ".join(k for k in sorted(set(was) | set(mine)) if was.get(k) != mine.get(k))
+        raise SystemExit(f"{path}: cannot resume: written by a run with another {what} (pass another output folder, "
+                         f"or delete the file and its .parts folder to start it again)") from e
+    score = metrics or scores
+    label = label or path.stem
+    try:
+        todo = writer.pending_indices()
+        if indices is not None:
+            todo = np.intersect1d(todo, np.asarray(indices, np.int64))
+        if todo.size == 0:
+            return {"appended": 0, "failed": [], "seconds": 0.0}
+        done = [0]
+        with PeakRSS() as mem:
+            def with_rss(x, gt):
+                out = dict(score(x, gt))
+                out["peak_rss_mb"] = np.full(len(x), mem.take())
+                return out
+
+            def report(r):
+                done[0] += len(r.indices)
+                if quiet:
+                    return
+                m = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in r.metrics.items()}
+                print(f"  {label:34s} {done[0]:4d}/{todo.size}  LPIPS {m.get('lpips', float('nan')):.3f}  "
+                      f"PSNR {m.get('psnr', float('nan')):.2f}  {r.seconds / len(r.indices):.2f} s/img"
+                      f"  (compile {r.compile_seconds:.1f} s)" + (f"  {len(r.failed)} failed" if r.failed else ""),
+                      flush=True)
+
+            return solve_problem(problem, cls, config, writer, prior=prior, num_steps=int(steps), keys=keys,
+                                 batch=batch, indices=todo, prompt=prompt, metrics=with_rss, on_batch=report)
+    finally:
+        writer.close()
 
 
 def se(a) -> float:

@@ -1,6 +1,6 @@
 """The paper's claims (Tables 1, 2-3, 5) tested on the bundled prior, with quality, cost and memory.
 
-Tasks (presets of ``diffprior.commands.tasks``, 32 x 32 CIFAR-10 validation images, sigma =
+Tasks (presets of ``diffprior.tasks``, 32 x 32 CIFAR-10 validation images, sigma =
 0.005): ``sr4-avg`` (4x super-resolution by average pooling), ``gauss-deblur`` (7 x 7,
 sigma 1 px: the paper's 61 x 61, sigma 3 at 256 px scaled to 32 px with a floor),
 ``motion-deblur`` (7 x 7 camera-shake kernel, intensity 0.5), ``inpaint-freeform`` (10-20 %
@@ -26,17 +26,33 @@ Tables run on the paper's tasks (``TABLE_TASKS``): Table 1 on ``sr4-avg`` and
 Table 5 ablation on ``sr4-avg`` (the paper: FFHQ SR); ``--all-tasks`` runs every table on every
 task.
 
-Each (method, task) runs in batches; every finished batch is appended to
-``OUT/records.csv`` (per image: PSNR, SSIM, LPIPS, UNet evaluations, wall seconds per image,
-peak RSS during the batch), so an interrupted run resumes where it stopped. The summary
-(``summary.csv``, ``summary.md``: mean and standard error) and the figure
-(``examples.png``: the first images of each task) are rebuilt from the records at the end
-(``--summary-only`` rewrites the summary alone, from whatever records are there); ``claims.md``
-puts the paper's figures (:data:`PAPER`) beside ours.
-``OUT/run.json`` names the prior's weights and the presets the records came from; a run refuses
-to add to records made with others. ``--speed`` adds P2L runs on ``sr4-avg`` (the first ``--speed-n`` images) with more and fewer
-steps, smaller K and less frequent prompt tuning, for the cost/quality curve (``speed.png``)
-and the cheapest setting within one standard error of the longest run (``speed.md``).
+Each (method, task) is solved by the library's runner (:func:`diffprior.runner.solve_problem`,
+batches of ``--batch`` images, per-image keys ``_common.image_keys``) into one result file,
+``OUT/results/<task>__<method>.h5`` (:class:`diffprior.io.ResultWriter`): per image the
+reconstruction, PSNR, SSIM, LPIPS, ``peak_rss_mb`` (peak resident memory of the process during
+the image's batch, compilation included), the wall seconds (solving only) and the per-step
+history. Every finished image is appended at once, so an interrupted run resumes where it
+stopped (the file's pending images). The file's hyperparameters record the method, the task,
+the DDIM steps (diffusion methods), the solver configuration (``to_json``), the prompt(s), the
+UNet evaluations per image (``nfe``), the image names and :func:`provenance` (the prior's
+weights and the presets of :mod:`diffprior.solvers.tuned`); the runner refuses to resume a file
+written with other ones (pass another ``--out``), and a run refuses to add to a folder whose
+results came from other weights or presets (:func:`check_provenance`). The summary
+(``summary.csv``, ``summary.md``: mean and standard error) and the figure (``examples.png``: the
+first images of each task) are rebuilt from the result files at the end (``--summary-only``
+rewrites the summary alone, from whatever results are there); ``claims.md`` puts the paper's
+figures (:data:`PAPER`) beside ours. ``--speed`` adds P2L runs on ``sr4-avg`` (the first
+``--speed-n`` images) with more and fewer steps, smaller K and less frequent prompt tuning
+(methods ``p2l-s<steps>-k<K>[-e<m>]``), for the cost/quality curve (``speed.png``) and the
+cheapest setting within one standard error of the longest run (``speed.md``).
+
+Previous format: runs before the result files appended per-image rows to ``OUT/records.csv``
+(columns :data:`FIELDS`), with ``OUT/run.json`` naming the weights and presets and
+``OUT/examples/*.npz`` the first reconstructions. These are read but no longer written: the
+summaries merge the records of ``records.csv`` with the result files (a result file's image
+replaces the same record), so ``--summary-only`` still rebuilds the committed ``summary.md``
+and ``claims.md`` from them, and a run refuses to add to a folder whose ``run.json`` names other
+weights or presets.
 
 Usage (the documented subset; measured: 18.6 and 15.9 minutes of wall time as two processes,
 one per core, ``taskset -c 0 ... --speed --tasks sr4-avg`` and ``taskset -c 1 ... --tasks
@@ -53,15 +69,12 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
-from _common import (RESULTS, build_operator, evaluation_set, image_keys, load_validation, measure, nfe_per_image,
-                     prior_fingerprint, scores, se, seed_of, solve_all, solver_config)
+from _common import (RESULTS, evaluation_set, image_keys, load_validation, nfe_per_image, prior_fingerprint,
+                     run_result, se, seed_of, solver_config, task_problem)
 
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
 TABLES = {
@@ -72,6 +85,7 @@ TABLES = {
 #: The tasks of each table, as in the paper: Table 1 on SR and 80 % random inpainting, Tables
 #: 2-3 on every task, the Table 5 ablation on SR (``--all-tasks`` runs every table on every task).
 TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table5": ("sr4-avg",)}
+#: Columns of the previous format's ``records.csv`` (read by :func:`read_legacy_records`, no longer written).
 FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "compile_s",
           "peak_rss_mb"]
 EXAMPLES = 4  # images per task kept for the figure
@@ -112,34 +126,12 @@ PAPER = [("table1", task, m, label, figures)
 ]
 
 
-class PeakRSS:
-    """Peak resident memory of this process while a block runs (sampled every 20 ms)."""
-
-    def __enter__(self):
-        self.peak, self._stop = _rss_mb(), threading.Event()
-        self._t = threading.Thread(target=self._poll, daemon=True)
-        self._t.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss_mb())
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
 def method_spec(name: str, task: str, classes, labels, names):
-    """``(solver class or None, config, prompt)`` of a method; classic methods return a callable."""
+    """``(solver class, config, prompt)`` of a method on ``task`` for the images ``names``
+    (``labels``: their classes among ``classes``); ``prompt`` is None (the solver's), one string
+    or one per image. The ADMM baselines are their ``Dataset.CIFAR10`` presets (iterations
+    included)."""
     import diffprior.solvers as S
-    from diffprior.commands.tasks import TASKS as TASK_PRESETS
 
     wrong = (labels + 1 + np.array([seed_of(n) % (len(classes) - 1) for n in names])) % len(classes)
     if name.startswith("ldps"):
@@ -158,35 +150,64 @@ def method_spec(name: str, task: str, classes, labels, names):
                   "p2l-gluing": {"projection": S.GluingProjection(every=cfg.projection.every)}}[name]
         return S.P2L, dataclasses.replace(cfg, **change), ("a photo" if name == "p2l-photo" else None)
     if name in ("tv-admm", "pnp-admm"):
-        from diffprior.solvers.tuned import tuned_values
-        from tune import CLASSIC_ITERS
-
         cls = {"tv-admm": S.TVADMM, "pnp-admm": S.PnPADMM}[name]
-        kw = tuned_values(cls.__name__, S.Task(TASK_PRESETS[task].solver_task))
-        return None, lambda y, A: cls(y=y, A=A, maxiter=CLASSIC_ITERS[name.replace("-", "")], **kw).solve(), kw
+        return cls, solver_config(cls, task), None
     raise KeyError(name)
 
 
-def _read_records(path: Path) -> list:
+def read_legacy_records(out: Path) -> list:
+    """The previous format's per-image records, ``out/records.csv`` (columns :data:`FIELDS`, values
+    as text; ``[]`` when there is none): read for the summaries, no longer written."""
+    path = out / "records.csv"
     if not path.exists():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _append(path: Path, rows: list) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
+def result_files(out: Path) -> list:
+    """The result files of ``out`` (``results/<task>__<method>.h5``)."""
+    return sorted((out / "results").glob("*__*.h5"))
+
+
+def result_records(out: Path) -> list:
+    """One record per done image of every result file of ``out``, with the fields of the legacy
+    records (:data:`FIELDS`; ``steps`` None for the ADMM baselines, whose results do not depend
+    on it)."""
+    from diffprior.io import read_result
+
+    rows = []
+    for path in result_files(out):
+        r = read_result(path)
+        h = r.hyperparameters
+        if "method" not in h:
+            continue
+        nan = np.full(len(r.done), np.nan)
+        for n in np.flatnonzero(r.done):
+            rows.append({"method": h["method"], "task": h["task"], "image": h["images"][n],
+                         "seed": seed_of(h["images"][n]), "steps": h.get("steps"),
+                         **{k: float(r.metrics.get(k, nan)[n]) for k in ("psnr", "ssim", "lpips", "peak_rss_mb")},
+                         "nfe": int(h["nfe"]), "seconds": float(r.wall_time[n])})
+    return rows
+
+
+def records(out: Path, steps: int | None = None) -> list:
+    """Every per-image record of ``out``: the legacy ``records.csv`` merged with the result files
+    (a result file's image replaces the legacy record of the same method, task, image and steps);
+    with ``steps``, only records at that many DDIM steps (and the ADMM baselines')."""
+    key = lambda r: (r["method"], r["task"], r["image"], None if r["steps"] in (None, "") else int(r["steps"]))
+    new = result_records(out)
+    seen = {key(r) for r in new}
+    # a legacy record of an ADMM baseline carries the run's steps: replaced by a result at any steps
+    seen_any = {k[:3] for k in seen if k[3] is None}
+    rows = [r for r in read_legacy_records(out) if key(r) not in seen and key(r)[:3] not in seen_any] + new
+    if steps is not None:
+        rows = [r for r in rows if r["steps"] in (None, "") or int(r["steps"]) == steps]
+    return rows
 
 
 def provenance() -> dict:
-    """What the records depend on besides this script: the bundled prior's weights (fingerprint)
+    """What the results depend on besides this script: the bundled prior's weights (fingerprint)
     and the solver presets of :mod:`diffprior.solvers.tuned` (a hash of the table)."""
     from diffprior.solvers.tuned import TUNED
 
@@ -194,66 +215,50 @@ def provenance() -> dict:
     return {"prior": prior_fingerprint(), "presets": hashlib.sha256(table.encode()).hexdigest()[:12]}
 
 
+def _stored_hyperparameters(path: Path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["hyperparameters"])
+
+
 def check_provenance(out: Path, now: dict) -> None:
-    """Refuse to add records to ``out`` when those already there came from other weights or
-    presets (``out/run.json``, written by the run that made them); record ``now`` otherwise."""
+    """Refuse to add results to ``out`` when those already there came from other weights or
+    presets: the ``provenance`` of its result files' hyperparameters, and the previous format's
+    ``out/run.json`` (written by the run that made ``records.csv``). Each new result file records
+    ``now`` in its hyperparameters (nothing else is written)."""
     path = out / "run.json"
     if path.exists():
         was = json.loads(path.read_text())
         if was != now:
             raise SystemExit(f"{out} holds records made with other weights or presets ({was}; now {now}): "
                              f"pass another --out, or delete {out} to start again")
-        return
-    if (out / "records.csv").exists():
+    elif (out / "records.csv").exists():
         raise SystemExit(f"{out}/records.csv has no run.json naming the weights and presets it came from: "
                          f"pass another --out, or delete {out} to start again")
-    # written whole under another name, then renamed: a second process started at the same
-    # time (one per core, same --out) never reads a half-written file
-    tmp = path.with_name(f"run.json.{os.getpid()}")
-    tmp.write_text(json.dumps(now, indent=1) + "\n")
-    os.replace(tmp, path)
+    for f in result_files(out):
+        was = _stored_hyperparameters(f).get("provenance")
+        if was != now:
+            raise SystemExit(f"{f} was made with other weights or presets ({was}; now {now}): "
+                             f"pass another --out, or delete {out} to start again")
 
 
-def run_method(prior, name, task, val, A, y, steps, batch, out: Path, done: set, spec=None):
-    """Run one method on one task in batches, appending each batch's records (skips done images)."""
+def run_method(prior, name, task, val, problem, steps, batch, out: Path, spec=None, now: dict | None = None):
+    """Solve ``problem`` (the task on the images ``val``) with one method into
+    ``out/results/<task>__<method>.h5``, resuming from its pending images."""
     cls, cfg, prompt = spec or method_spec(name, task, val.classes, val.labels, val.names)
-    keys = image_keys(val.names)
-    todo = [i for i, n in enumerate(val.names) if (name, task, n, steps) not in done]
-    for b in range(0, len(todo), batch):
-        idx = np.asarray(todo[b:b + batch])
-        compile_s = 0.0
-        with PeakRSS() as mem:
-            if cls is None:
-                t0 = time.perf_counter()
-                x = np.asarray(cfg(y[idx], A))
-                nfe = 0
-            else:
-                kw = {}
-                if prompt is not None:
-                    kw["prompt"] = [prompt[i] for i in idx] if isinstance(prompt, list) else prompt
-                s = cls(y=y[idx], A=A, prior=prior, key=keys[idx], num_steps=steps, config=cfg, progress=False, **kw)
-                compile_s = s.compile()  # timed apart: the wall time per image is the solving alone
-                t0 = time.perf_counter()
-                x = solve_all(s)
-                nfe = nfe_per_image(cfg, steps)
-        secs = (time.perf_counter() - t0) / len(idx)
-        ok = np.all(np.isfinite(x), axis=(1, 2, 3))
-        sc = scores(np.where(ok[:, None, None, None], x, 0.0), val.images[idx])
-        rows = [{"method": name, "task": task, "image": val.names[i], "seed": seed_of(val.names[i]), "steps": steps,
-                 "psnr": f"{sc['psnr'][j]:.4f}" if ok[j] else "nan", "ssim": f"{sc['ssim'][j]:.5f}" if ok[j] else "nan",
-                 "lpips": f"{sc['lpips'][j]:.5f}" if ok[j] else "nan", "nfe": nfe, "seconds": f"{secs:.3f}",
-                 "compile_s": f"{compile_s:.1f}",
-                 "peak_rss_mb": f"{mem.peak:.0f}"} for j, i in enumerate(idx)]
-        _append(out / "records.csv", rows)
-        ex = [j for j, i in enumerate(idx) if i < EXAMPLES]
-        if ex:
-            np.savez_compressed(out / "examples" / f"{task}__{name}__{idx[ex[0]]}.npz", x=x[ex], index=idx[ex])
-        print(f"  {name:16s} {task:17s} {b + len(idx):4d}/{len(todo)}  LPIPS {np.nanmean(sc['lpips']):.3f}  "
-              f"PSNR {np.nanmean(sc['psnr']):.2f}  {secs:.1f} s/img", flush=True)
+    hyper = {"method": name, "task": task, "config": cfg.to_json(), "prompt": prompt,
+             "nfe": nfe_per_image(cfg, steps) if cls.uses_prior else 0, "images": list(val.names),
+             "keys": "image_keys", "provenance": now or provenance()}
+    if cls.uses_prior:
+        hyper["steps"] = int(steps)
+    run_result(out / "results" / f"{task}__{name}.h5", problem, cls, cfg, hyperparameters=hyper,
+               prior=prior if cls.uses_prior else None, steps=steps, keys=image_keys(val.names), batch=batch,
+               prompt=prompt, label=f"{name} {task}")
 
 
 def summarize(out: Path, steps: int) -> list:
-    recs = [r for r in _read_records(out / "records.csv") if int(r["steps"]) == steps]
+    recs = records(out, steps)
     groups = {}
     for r in recs:
         groups.setdefault((r["method"], r["task"]), []).append(r)
@@ -326,6 +331,19 @@ def to_markdown(rows, steps) -> str:
     return "\n".join(lines) + "\n"
 
 
+def example_images(out: Path, task: str, method: str, count: int) -> dict:
+    """The reconstructions of images ``0 .. count - 1`` of a method on a task: from its result
+    file, else from the previous format's ``examples/*.npz``."""
+    from diffprior.io import read_result
+
+    path = out / "results" / f"{task}__{method}.h5"
+    if path.is_file():
+        r = read_result(path)
+        return {i: r.reconstruction[i] for i in range(min(count, len(r.done))) if r.done[i]}
+    files = sorted((out / "examples").glob(f"{task}__{method}__*.npz"))
+    return {int(i): x for fh in files for x, i in zip(np.load(fh)["x"], np.load(fh)["index"]) if int(i) < count}
+
+
 def figure(out: Path, val, ys, methods) -> None:
     import matplotlib
 
@@ -333,6 +351,7 @@ def figure(out: Path, val, ys, methods) -> None:
     import matplotlib.pyplot as plt
 
     tasks = [t for t in TASKS if t in ys]
+    examples = {(t, m): example_images(out, t, m, 2) for t in tasks for m in methods}
     cols = ["measurement"] + list(methods) + ["ground truth"]
     fig, axes = plt.subplots(len(tasks) * 2, len(cols), figsize=(1.2 * len(cols), 2.6 * len(tasks)), squeeze=False)
     for ti, t in enumerate(tasks):
@@ -342,9 +361,7 @@ def figure(out: Path, val, ys, methods) -> None:
             meas = y if y.shape == val.images.shape[1:] else np.repeat(np.repeat(y, 32 // y.shape[0], 0), 32 // y.shape[1], 1)
             panels = [meas]
             for m in methods:
-                f = sorted((out / "examples").glob(f"{t}__{m}__*.npz"))
-                imgs = {int(i): x for fh in f for x, i in zip(np.load(fh)["x"], np.load(fh)["index"])}
-                panels.append(imgs.get(r, np.full_like(val.images[0], np.nan)))
+                panels.append(examples[t, m].get(r, np.full_like(val.images[0], np.nan)))
             panels.append(val.images[r])
             for c, p in enumerate(panels):
                 row[c].imshow(np.clip(np.nan_to_num(p), 0, 1), interpolation="nearest")
@@ -369,14 +386,14 @@ def speed_name(steps: int, k: int, every: int) -> str:
     return f"p2l-s{steps}-k{k}" + (f"-e{every}" if every > 1 else "")
 
 
-def speed_curve(prior, val, task, A, y, out: Path, done: set, batch: int, settings) -> None:
+def speed_curve(prior, val, task, problem, out: Path, batch: int, settings, now: dict | None = None) -> None:
     """P2L at (steps, K, period) settings, recorded as method :func:`speed_name`."""
     import diffprior.solvers as S
 
     for steps, k, every in settings:
-        cfg = solver_config(S.P2L, task, prompt_iters=k, prompt_every=every)
-        run_method(prior, speed_name(steps, k, every), task, val, A, y, steps, batch, out, done,
-                   spec=(S.P2L, cfg, None))
+        cfg = solver_config(S.P2L, task).override({"prompt.iters": k, "prompt.every": every})
+        run_method(prior, speed_name(steps, k, every), task, val, problem, steps, batch, out,
+                   spec=(S.P2L, cfg, None), now=now)
 
 
 def plot_speed(out: Path, task: str, steps: int) -> None:
@@ -387,7 +404,7 @@ def plot_speed(out: Path, task: str, steps: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [r for r in _read_records(out / "records.csv") if r["task"] == task
+    recs = [r for r in records(out) if r["task"] == task
             and (r["method"].startswith("p2l-s") or r["method"] == "ldps" and int(r["steps"]) == steps)]
     # LDPS on the curve's own images only, so that every point is a mean over the same images
     curve = {r["image"] for r in recs if r["method"].startswith("p2l-s")}
@@ -455,15 +472,16 @@ def main(argv=None):
                    "tasks per table, TABLE_TASKS)")
     p.add_argument("--out", default=str(RESULTS / "paper_tables"))
     p.add_argument("--summary-only", action="store_true",
-                   help="only rewrite summary.csv/summary.md/claims.md from the records already in --out (no solving; "
-                        "e.g. while a long run goes on in other processes)")
+                   help="only rewrite summary.csv/summary.md/claims.md from the results already in --out (its "
+                        "result files and a previous format's records.csv; no solving; e.g. while a long run goes "
+                        "on in other processes)")
     args = p.parse_args(argv)
     known = {m for ms in TABLES.values() for m in ms}
     if args.methods is not None and not set(args.methods) <= known:
         p.error(f"unknown --methods {sorted(set(args.methods) - known)}; the tables' methods are {sorted(known)}")
     if args.summary_only:
-        if not (Path(args.out) / "records.csv").is_file():
-            raise SystemExit(f"paper_tables: no records.csv in {args.out}: nothing to summarise")
+        if not (Path(args.out) / "records.csv").is_file() and not result_files(Path(args.out)):
+            raise SystemExit(f"paper_tables: no records.csv or results/*.h5 in {args.out}: nothing to summarise")
         rows = summarize(Path(args.out), args.steps)
         print(f"wrote {args.out}/summary.csv, summary.md ({len(rows)} method/task rows)")
         return
@@ -471,24 +489,27 @@ def main(argv=None):
     from diffprior.prior import LatentDiffusionPrior
 
     out = Path(args.out)
-    (out / "examples").mkdir(parents=True, exist_ok=True)
-    check_provenance(out, provenance())
-    done = {(r["method"], r["task"], r["image"], int(r["steps"])) for r in _read_records(out / "records.csv")}
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    now = provenance()
+    check_provenance(out, now)
     val = evaluation_set(load_validation(*(args.data and [args.data] or [])), args.n)
     prior = LatentDiffusionPrior.bundled()
     methods = list(dict.fromkeys(m for t in args.tables for m in TABLES[t]))
     ys = {}
     for task in args.tasks:
-        A = build_operator(task, val.images.shape[1:])
-        y = measure(A, val.images, val.names)
-        ys[task] = y
+        problem = task_problem(task, val)
+        ys[task] = problem.measurement
         for m in dict.fromkeys(m for t in args.tables for m in TABLES[t] if args.all_tasks or task in TABLE_TASKS[t]):
             if args.methods is not None and m not in args.methods:
                 continue
-            run_method(prior, m, task, val, A, y, args.steps, args.batch, out, done)
+            run_method(prior, m, task, val, problem, args.steps, args.batch, out, now=now)
         if args.speed and task == "sr4-avg":
-            sub = val.subset(np.arange(min(args.speed_n, len(val.names))))
-            speed_curve(prior, sub, task, A, y[:len(sub.names)], out, done, args.batch, speed_settings(args.steps))
+            k = min(args.speed_n, len(val.names))
+            sub = val.subset(np.arange(k))
+            sub_problem = dataclasses.replace(problem, measurement=problem.measurement[:k],
+                                              ground_truth=problem.ground_truth[:k], seeds=problem.seeds[:k],
+                                              names=problem.names[:k])
+            speed_curve(prior, sub, task, sub_problem, out, args.batch, speed_settings(args.steps), now=now)
             plot_speed(out, task, args.steps)
     rows = summarize(out, args.steps)
     figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "tv-admm", "p2l") if m in methods])

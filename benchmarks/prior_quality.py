@@ -19,23 +19,33 @@ Results go to ``benchmarks/results/prior_quality.json`` and ``.md`` and the samp
 The restoration checks took 26 min (SR) and 35 min (box inpainting, LDPS and TV-ADMM) of one
 CPU core each for all 1000 images; run them as two processes (``--tasks``, one core each, the
 other sections skipped in one of them) to halve the wall time, or split one task's images
-between processes with ``--shard K/N``. They save per-image scores as they go and continue where
-they stopped. Every section run is merged into the results file.
+between processes with ``--shard K/N``. Every section run is merged into the results file.
+
+The restoration solves (LDPS, and TV-ADMM for box inpainting) go through the library's runner
+(:func:`diffprior.runner.solve_problem`) into result files (:class:`diffprior.io.ResultWriter`),
+one per task, method and shard: ``OUT/prior_quality_parts/<task>_<weights>_s<steps>[_rho<step>]
+_n<images>__<method>[_<K>of<N>].h5``, holding every image's reconstruction and scores
+(PSNR, SSIM, LPIPS, peak RSS), its wall time (solving only) and its per-step history. Each image
+is appended as soon as it is done, and a rerun with the same arguments continues from the
+file's pending images; a shard's file spans all the images but holds only its share (images
+``K, K + N, ...``), one writer per file. Whichever shard finds every image done in the files of
+all shards computes the figures (bicubic upsampling, no solver, is scored then). The previous
+format (per-shard ``.npz`` score files in the same folder) is no longer read or written; the
+committed figures in ``prior_quality.json`` stay until a task is run again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _common import RESULTS, TUNING_FILES, Validation, _file_number, build_operator, evaluation_set, image_keys, \
-    measure, prior_fingerprint, run_latent, scores, se
+from _common import RESULTS, TUNING_FILES, Validation, _file_number, evaluation_set, image_keys, prior_fingerprint, \
+    run_result, scores, se, task_problem
 
 
 def _summary(a) -> dict:
@@ -88,7 +98,7 @@ def text_conditioning(prior, images, labels, classes, key, timesteps=(200, 500),
     return out
 
 
-#: restoration check -> (task preset of ``diffprior.commands.tasks``, solver task, baseline)
+#: restoration check -> (task preset of ``diffprior.tasks``, solver task, baseline)
 RESTORE_TASKS = {"sr4": ("sr4-avg", "sr", "bicubic"), "inpaint_box": ("inpaint-box", "inpaint", "tv_admm")}
 
 
@@ -98,19 +108,14 @@ def restoration_images(val, n: int):
     return val if n >= len(val.names) else evaluation_set(val, n)
 
 
-def _baseline(which: str, A, y: np.ndarray, shape) -> np.ndarray:
-    """Bicubic upsampling of ``y``, or TV-ADMM (50 iterations, the weight searched for inpainting)."""
-    from diffprior.solvers import Task
-    from diffprior.solvers.tuned import tuned_values
-    from diffprior.solvers.tv_admm import TVADMM
-
-    if which == "bicubic":
-        return np.clip(np.asarray(jax.image.resize(jnp.asarray(y), (len(y), *shape), "bicubic")), 0, 1)
-    return np.asarray(TVADMM(y=y, A=A, maxiter=50, **tuned_values("TVADMM", Task.INPAINT)).solve())
+def _bicubic(problem) -> np.ndarray:
+    """Bicubic upsampling of the problem's measurements to its images' size, clipped to [0, 1]."""
+    y, shape = problem.measurement, problem.ground_truth.shape[1:]
+    return np.clip(np.asarray(jax.image.resize(jnp.asarray(y), (len(y), *shape), "bicubic")), 0, 1)
 
 
 def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 25, step_size: float | None = None,
-            shard: tuple = (0, 1)) -> dict | None:
+            shard: tuple = (0, 1), fingerprint: str | None = None) -> dict | None:
     """LDPS (the task's CIFAR-10 preset, ``steps`` DDIM steps, ``step_size`` if given) against
     the task's baseline on ``val``, at sigma = 0.005, with per-image noise and solver keys
     (``_common.measure``, ``_common.image_keys``), so a figure does not depend on how the
@@ -118,30 +123,64 @@ def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 25, ste
 
     SR x4 is the ``sr4-avg`` preset (average pooling); box inpainting the ``inpaint-box`` preset:
     DPS's and P2L's 128 x 128 box in 256 x 256 images, 16 px from the border, scaled to 32 px
-    (16 x 16, 2 px from the border), one position for all images.
+    (16 x 16, 2 px from the border), one position for all images. The baselines: bicubic
+    upsampling of the measurement, and TV-ADMM (its ``inpaint`` preset on ``Dataset.CIFAR10``: 50
+    iterations, the searched weight), solved like LDPS.
 
-    ``shard = (k, n)`` runs images ``k, k + n, ...`` only, for one of ``n`` processes. Per-image
-    scores are saved after every ``chunk`` images (to ``parts``, or ``<parts>_<k>of<n>.npz``); a
-    rerun with the same arguments continues from there. Returns the summary over all of ``val``
-    once every shard's scores are in, else None.
+    ``parts`` names the run (its suffix is ignored); each solver's results go to
+    ``<parts>__<method>[_<k>of<n>].h5`` (:func:`result_path`), solved in batches of ``chunk``
+    images, resumed from the file's pending images (a file of other images or settings is
+    refused). ``shard = (k, n)`` runs images ``k, k + n, ...`` only, for one of ``n`` processes,
+    into its own files. ``fingerprint`` (of the prior's weights) is recorded with LDPS's results.
+    Returns the summary over all of ``val`` once every shard's images are done, else None.
     """
-    from diffprior.solvers import Dataset, LDPSConfig, Task
+    from diffprior.io import read_result
+    from diffprior.solvers import LDPS, TVADMM, Dataset, LDPSConfig, Task, TVADMMConfig
 
     preset, solver_task, base = RESTORE_TASKS[task]
     config = LDPSConfig.for_task(Task(solver_task), Dataset.CIFAR10)
     if step_size is not None:
         config = config.with_values({"step_size": step_size})
     k, n = shard
-    files = [parts if n == 1 else parts.with_name(f"{parts.stem}_{j}of{n}.npz") for j in range(n)]
-    _score_images(prior, val.subset(np.arange(k, len(val.names), n)), task, config, steps, files[k], chunk)
-    done = [_load_parts(f) for f in files]
-    if sum(len(d.get("names", ())) for d in done) < len(val.names):
-        print(f"{task}: shard {k + 1} of {n} done; the figures are written by the last shard to finish", flush=True)
-        return None
-    order = {name: i for i, name in enumerate(val.names)}
-    every = {key: np.concatenate([d[key] for d in done]) for key in done[0]}
-    idx = np.argsort([order[name] for name in every["names"]])
-    every = {key: v[idx] for key, v in every.items()}
+    problem = task_problem(preset, val)
+    keys = image_keys(val.names)
+    mine = np.arange(k, len(val.names), n)
+    solvers = {"ldps": (LDPS, config)}
+    if base == "tv_admm":
+        solvers[base] = (TVADMM, TVADMMConfig.for_task(Task(solver_task), Dataset.CIFAR10))
+    for m, (cls, cfg) in solvers.items():
+        hyper = {"check": task, "method": m, "task": preset, "config": cfg.to_json(), "images": list(val.names),
+                 "keys": "image_keys", **({"steps": int(steps), "prior": fingerprint}
+                                          if cls.uses_prior else {})}
+        run_result(result_path(parts, m, shard), problem, cls, cfg, hyperparameters=hyper,
+                   prior=prior if cls.uses_prior else None, steps=steps, keys=keys, batch=chunk, indices=mine,
+                   label=f"{task} {m}" + (f" shard {k}/{n}" if n > 1 else ""))
+    # every shard's files, merged: per method, each image from the shard that did it
+    every = {}
+    for m in solvers:
+        done = np.zeros(len(val.names), bool)
+        wall = np.full(len(val.names), np.nan)
+        mets = {q: np.full(len(val.names), np.nan) for q in ("psnr", "ssim", "lpips")}
+        for j in range(n):
+            path = result_path(parts, m, (j, n))
+            if not path.is_file():
+                continue
+            r = read_result(path)
+            take = r.done & ~done
+            done |= r.done
+            wall[take] = r.wall_time[take]
+            for q in mets:
+                mets[q][take] = r.metrics[q][take]
+        if not done.all():
+            print(f"{task}: shard {k + 1} of {n} done ({int(done.sum())} of {len(done)} images of {m}); the figures "
+                  f"are written by the last shard to finish", flush=True)
+            return None
+        every.update({f"{m}.{q}": v for q, v in mets.items()})
+        every[f"{m}_seconds"] = wall
+    if base == "bicubic":
+        every.update({f"{base}.{q}": np.asarray(v, np.float64) for q, v in
+                      _scores_batched(_bicubic(problem), val.images, chunk).items()})
+    every["names"] = np.asarray(val.names)
     held_out = np.array([_file_number(name) not in TUNING_FILES for name in every["names"]])
     res = {m: {q: _summary(every[f"{m}.{q}"]) for q in ("psnr", "ssim", "lpips")} for m in ("ldps", base)}
     res.update(n_images=int(len(val.names)), steps=steps, step_size=config.step_size,
@@ -157,45 +196,16 @@ def restore(prior, val, task: str, steps: int, parts: Path, chunk: int = 25, ste
     return res
 
 
-def _load_parts(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+def _scores_batched(x: np.ndarray, gt: np.ndarray, batch: int) -> dict:
+    parts = [scores(x[i:i + batch], gt[i:i + batch]) for i in range(0, len(x), batch)]
+    return {q: np.concatenate([p[q] for p in parts]) for q in parts[0]}
 
 
-def _score_images(prior, val, task: str, config, steps: int, parts: Path, chunk: int) -> dict:
-    """Per-image PSNR/SSIM/LPIPS of LDPS and the task's baseline on ``val``, saved to ``parts``
-    after every ``chunk`` images and continued from it."""
-    from diffprior.solvers import LDPS
-
-    preset, _, base = RESTORE_TASKS[task]
-    shape = val.images.shape[1:]
-    A = build_operator(preset, shape)
-    names = np.asarray(val.names)
-    done = _load_parts(parts)
-    if done and not np.array_equal(done["names"], names[:len(done["names"])]):
-        raise SystemExit(f"{parts} holds other images: delete it to start this task again")
-    n0 = len(done.get("names", ()))
-    if n0:
-        print(f"{task}: {n0} of {len(names)} images done before, continuing", flush=True)
-    t_start = time.time()
-    for b in range(n0, len(names), chunk):
-        sub = val.subset(np.arange(b, min(b + chunk, len(names))))
-        y = measure(A, sub.images, sub.names)
-        x, sec = run_latent(LDPS, config, y, A, prior, image_keys(sub.names), steps)
-        new = {"names": np.asarray(sub.names), "ldps_seconds": np.full(len(y), sec / len(y))}
-        for m, img in (("ldps", x), (base, _baseline(base, A, y, shape))):
-            new.update({f"{m}.{q}": v for q, v in scores(img, sub.images).items()})
-        done = {q: np.concatenate([done[q], v]) if q in done else v for q, v in new.items()}
-        tmp = parts.with_suffix(".tmp.npz")
-        np.savez(tmp, **done)
-        tmp.replace(parts)
-        n_done = len(done["names"])
-        eta = (time.time() - t_start) / (n_done - n0) * (len(names) - n_done)
-        print(f"{task}: {n_done}/{len(names)} images, LDPS LPIPS so far {done['ldps.lpips'].mean():.4f}, "
-              f"{base} {done[base + '.lpips'].mean():.4f}; about {eta / 60:.0f} min left", flush=True)
-    return done
+def result_path(parts: Path, method: str, shard: tuple = (0, 1)) -> Path:
+    """The result file of one solver (``method``) of a restoration run named ``parts``, for the
+    shard ``(k, n)``: ``<parts without suffix>__<method>[_<k>of<n>].h5``."""
+    k, n = shard
+    return parts.with_name(f"{Path(parts.name).stem}__{method}" + (f"_{k}of{n}" if n > 1 else "") + ".h5")
 
 
 def merge_results(path: Path, update: dict) -> dict:
@@ -243,6 +253,7 @@ def main(argv=None):
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="run the K-th of N interleaved shares of the images (one process per core, K = 0..N-1, "
                         "same other arguments); the last to finish writes the figures")
+    p.add_argument("--batch", type=int, default=25, help="images solved together by the restoration checks")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--skip", nargs="*", default=(), choices=("vae", "text", "restore", "samples"))
     args = p.parse_args(argv)
@@ -278,9 +289,10 @@ def main(argv=None):
         results["restoration"] = {}
         for task in args.tasks:
             rho = "" if args.step_size is None else f"_rho{args.step_size:g}"
-            parts = out / "prior_quality_parts" / f"{task}_{fingerprint}_{args.steps}{rho}_{len(ordered.names)}.npz"
+            parts = out / "prior_quality_parts" / f"{task}_{fingerprint}_s{args.steps}{rho}_n{len(ordered.names)}"
             parts.parent.mkdir(exist_ok=True)
-            r = restore(prior, ordered, task, args.steps, parts, step_size=args.step_size, shard=shard)
+            r = restore(prior, ordered, task, args.steps, parts, chunk=args.batch, step_size=args.step_size,
+                        shard=shard, fingerprint=fingerprint)
             if r is not None:
                 results["restoration"][task] = r
                 print(json.dumps(r, indent=1))

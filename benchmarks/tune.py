@@ -10,6 +10,13 @@ Results (every grid point's PSNR/SSIM/LPIPS, the choice) go to
 written as soon as it is done, and a rerun skips the entries already there. The chosen values
 become the solvers' ``Dataset.CIFAR10`` presets (see ``diffprior/solvers/tuned.py``).
 
+Every grid point is solved by the library's runner (:func:`diffprior.runner.solve_problem`)
+into a result file (:class:`diffprior.io.ResultWriter`) in a temporary folder, from which its
+scores are read (failed samples: NaN scores); a search that is interrupted starts again (the
+entries of ``tuning.json`` are the resume unit). The ADMM baselines run their task's preset
+(its iteration count, 50 for TV-ADMM and 30 for PnP-ADMM, at which the weights were searched)
+with the searched value replaced.
+
 Usage::
 
     python benchmarks/tune.py --solvers ldps --tasks sr4 inpaint-freeform --steps 25 [--n 20]
@@ -20,11 +27,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, prior_fingerprint, solve_all, build_operator, image_keys, load_validation, measure, scores, se, solver_config, tuning_set
+from _common import (RESULTS, image_keys, load_validation, prior_fingerprint, run_result, se, solver_config,
+                     task_problem, tuning_set)
 
 #: (solver name, parameter) -> grid. ``step_size`` runs as one batch.
 GRIDS = {
@@ -44,8 +54,9 @@ GRIDS = {
     ("tvadmm", "lmbda"): (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
     ("pnpadmm", "rho"): (0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 1.0),
 }
-#: ADMM iterations of the classic baselines (here and in paper_tables.py).
-CLASSIC_ITERS = {"tvadmm": 50, "pnpadmm": 30}
+#: The classic (ADMM) baselines: no diffusion prior, no DDIM steps (their iteration counts are
+#: part of their presets).
+CLASSIC = ("tvadmm", "pnpadmm")
 TASKS = ("sr4", "sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random", "inpaint-box")
 
 
@@ -61,38 +72,49 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
     """One grid search; ``base`` holds already-chosen values that the run should use;
     ``fingerprint`` names the prior's weights in the entry."""
     cls = _solver_class(solver)
-    A = build_operator(task, val.images.shape[1:])
-    y = measure(A, val.images, val.names)
+    problem = task_problem(task, val)
     keys = image_keys(val.names)
+    n = problem.n_samples
     default = GRIDS[(solver, param)]
     grid = tuple(type(default[0])(v) for v in (grid or default))  # integer parameters stay integers
     rows, t0 = [], time.perf_counter()
-    if solver in CLASSIC_ITERS:  # ADMM baselines: one run per value
-        outs = [np.asarray(cls(y=y, A=A, maxiter=CLASSIC_ITERS[solver], **{param: float(v)}).solve()) for v in grid]
-    elif param == "step_size":
-        cfg = solver_config(cls, task, **base)
-        n = len(y)
-        rho = np.repeat(np.asarray(grid, np.float64), n)
-        s = cls(y=np.tile(y, (len(grid), 1, 1, 1)), A=A, prior=prior, key=np.tile(np.asarray(keys), (len(grid), 1)),
-                num_steps=steps, config=dataclasses.replace(cfg, step_size=tuple(rho)), progress=True)
-        x = solve_all(s)
-        outs = [x[i * n:(i + 1) * n] for i in range(len(grid))]
-    else:  # any other value (static in the compiled program): one compile per value
-        cfg = solver_config(cls, task, **base)
-        outs = []
-        for v in grid:
-            s = cls(y=y, A=A, prior=prior, key=keys, num_steps=steps, config=cfg.with_values({param: v}), progress=True)
-            outs.append(solve_all(s))
-    for v, x in zip(grid, outs):
-        ok = np.all(np.isfinite(x), axis=(1, 2, 3))
-        sc = scores(np.where(ok[:, None, None, None], x, 0.0), val.images)
+    cfg = solver_config(cls, task, **base)
+    hyper = {"solver": solver, "task": task, "param": param, "images": list(val.names), "keys": "image_keys",
+             **({"steps": steps, "prior": fingerprint} if cls.uses_prior else {})}
+
+    def run(tmp: Path, name: str, problem_, config, keys_, batch) -> dict:
+        path = tmp / f"{name}.h5"
+        run_result(path, problem_, cls, config, hyperparameters={**hyper, "config": config.to_json()},
+                   prior=prior if cls.uses_prior else None, steps=steps, keys=keys_, batch=batch, label=name,
+                   quiet=not cls.uses_prior)
+        return read_result(path).metrics
+
+    from diffprior.io import read_result
+
+    with tempfile.TemporaryDirectory(prefix="tune_") as tmp:
+        tmp = Path(tmp)
+        if param == "step_size" and cls.uses_prior:
+            # one batch, one compiled program: the images repeated once per value, each copy
+            # with its own static step (a per-sample value of the solvers)
+            tiled = dataclasses.replace(problem, measurement=np.tile(problem.measurement, (len(grid), 1, 1, 1)),
+                                        ground_truth=np.tile(problem.ground_truth, (len(grid), 1, 1, 1)),
+                                        seeds=np.tile(problem.seeds, len(grid)), names=list(problem.names) * len(grid))
+            rho = np.repeat(np.asarray(grid, np.float64), n)
+            m = run(tmp, "step_size", tiled, dataclasses.replace(cfg, step_size=tuple(rho)),
+                    np.tile(np.asarray(keys), (len(grid), 1)), len(rho))
+            outs = [{k: v[i * n:(i + 1) * n] for k, v in m.items()} for i in range(len(grid))]
+        else:  # any other value (static in the compiled program; the ADMM baselines): one run per value
+            outs = [run(tmp, f"{param}_{i}", problem, cfg.with_values({param: v}), keys, n) for i, v in enumerate(grid)]
+    for v, sc in zip(grid, outs):
+        ok = np.isfinite(sc["psnr"])
         rows.append({"value": v, "failed": int((~ok).sum()),
-                     **{m: float(np.mean(a)) for m, a in sc.items()}, "lpips_se": se(sc["lpips"])})
+                     **{m: float(np.mean(sc[m][ok])) if ok.any() else float("nan") for m in ("psnr", "ssim", "lpips")},
+                     "lpips_se": se(sc["lpips"][ok])})
     valid = [r for r in rows if r["failed"] == 0] or rows
     best = min(valid, key=lambda r: r["lpips"])
-    return {"solver": solver, "task": task, "param": param, "steps": steps, "n_images": len(y), "base": base,
+    return {"solver": solver, "task": task, "param": param, "steps": steps, "n_images": n, "base": base,
             "grid": rows, "chosen": best["value"], "seconds": time.perf_counter() - t0,
-            "prior": None if solver in CLASSIC_ITERS else fingerprint}
+            "prior": None if solver in CLASSIC else fingerprint}
 
 
 def to_markdown(entries: list) -> str:
@@ -140,11 +162,12 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20, help="tuning images (at most 50)")
     p.add_argument("--grid", nargs="+", type=float, default=None, help="values to try (default: GRIDS)")
     p.add_argument("--redo", action="store_true", help="recompute entries already in the results file")
+    p.add_argument("--out", default=str(RESULTS / "tuning.json"), help="results file (tuning.md is written beside it)")
     args = p.parse_args(argv)
 
     from diffprior.prior import LatentDiffusionPrior
 
-    out = RESULTS / "tuning.json"
+    out = Path(args.out)
     entries = json.loads(out.read_text()) if out.exists() else []
     val = load_validation(*(args.data and [args.data] or []))
     tune = tuning_set(val)
@@ -156,7 +179,7 @@ def main(argv=None):
             for param in args.params:
                 if (solver, param) not in GRIDS:
                     continue
-                steps = 0 if solver in CLASSIC_ITERS else args.steps  # the ADMM baselines have no DDIM steps
+                steps = 0 if solver in CLASSIC else args.steps  # the ADMM baselines have no DDIM steps
                 key = (solver, task, param, steps)
                 done = [e for e in entries if (e["solver"], e["task"], e["param"], e["steps"]) == key]
                 if done and not args.redo:
