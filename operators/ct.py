@@ -32,6 +32,10 @@ class CT(ImageOperator):
     Measurements have shape ``(n_angles, det_count, C)`` (or with the batch axis in
     front). Grayscale (``C = 1``) is the usual case; each channel is projected alone.
 
+    The geometry is static structure, not traced data (see :class:`ImageOperator`): scico's
+    projector is built from concrete view angles, so one ``CT`` serves a batch, and another
+    ``n_angles`` or ``det_count`` compiles another program.
+
     Args:
         input_shape: ``(H, W, C)`` or ``(N, H, W, C)``.
         n_angles: Number of views, evenly spaced in :math:`[0, \pi)`.
