@@ -245,24 +245,21 @@ class ImageOperator(LinearOperator):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if not self.batched:
             return self
-        n = self.input_shape[0]
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"sample indices {idx.tolist()} out of range for a batch of {n}.")
-        params = {}
-        for k, v in self._parameters().items():
-            params[k] = np.asarray(v)[idx] if k in self.per_sample else v
-        return type(self)((int(idx.size),) + tuple(self.input_shape[1:]), **params)
+        return type(self)((int(idx.size),) + tuple(self.input_shape[1:]), **self._sliced_parameters(idx))
 
     def sample(self, index: int) -> "ImageOperator":
         """The single-image operator ``(H, W, C)`` of sample ``index`` (its own parameters)."""
         if not self.batched:
             return self
+        return type(self)(tuple(self.input_shape[1:]), **self._sliced_parameters(int(index)))
+
+    def _sliced_parameters(self, index) -> Dict[str, Any]:
+        """Constructor parameters with the per-sample ones indexed by ``index`` (an int or array)."""
         n = self.input_shape[0]
-        if not -n <= int(index) < n:
-            raise IndexError(f"sample index {index} out of range for a batch of {n}.")
-        params = {k: (np.asarray(v)[int(index)] if k in self.per_sample else v)
-                  for k, v in self._parameters().items()}
-        return type(self)(tuple(self.input_shape[1:]), **params)
+        idx = np.asarray(index)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"sample indices {idx.tolist()} out of range for a batch of {n}.")
+        return {k: (np.asarray(v)[index] if k in self.per_sample else v) for k, v in self._parameters().items()}
 
     def __call__(self, x):
         """Apply the operator to `x`, checking its shape and dtype first.
