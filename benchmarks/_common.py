@@ -222,15 +222,9 @@ def run_result(path: str | Path, problem, cls, config, *, hyperparameters: dict,
         writer = ResultWriter(path, problem.n_samples, problem.ground_truth.shape[1:], solver_name(cls),
                               hyperparameters)
     except IncompatibleResultError as e:
-        what = e.member
-        if e.member == "hyperparameters":  # name the entries that differ (the whole may list 1000 images)
-            from diffprior.io import read_result
-
-            was = read_result(path).hyperparameters
-            mine = json.loads(json.dumps(hyperparameters, default=str))
-            what = ", ".join(k for k in sorted(set(was) | set(mine)) if was.get(k) != mine.get(k))
-        raise SystemExit(f"{path}: cannot resume: written by a run with another {what} (pass another output folder, "
-                         f"or delete the file and its .parts folder to start it again)") from e
+        what = "; ".join(getattr(e, "differences", [])[:4]) or e.member
+        raise SystemExit(f"{path}: cannot resume: written by a run with other settings ({what}); pass another output "
+                         f"folder, or delete the file and its .parts folder to start it again") from e
     score = metrics or scores
     label = label or path.stem
     try:

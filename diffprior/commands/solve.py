@@ -35,8 +35,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
