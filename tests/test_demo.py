@@ -24,6 +24,8 @@ def test_demo_writes_problem_and_result_files_and_resumes(tmp_path, capsys):
         assert res.solver == solver and res.done.all() and res.journal_samples == 0  # closed: compacted
         assert res.hyperparameters["num_steps"] == 2 and np.all(np.isfinite(res.metrics["psnr"]))
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", str(folder / "p2l.h5")]) == 0  # the standard result format
+    assert "P2L, 2/2 done" in capsys.readouterr().out
     before = read_result(folder / "p2l.h5").reconstruction
     assert main(argv) == 0  # a rerun keeps the finished restorations
     np.testing.assert_array_equal(read_result(folder / "p2l.h5").reconstruction, before)

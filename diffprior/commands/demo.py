@@ -99,14 +99,19 @@ def _problem(task_name: str, ti: int, x, names, args, folder: Path):
 
 def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
     """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread)."""
+    from .. import bundled_path
     from ..io import ResultWriter, WriteMode
     from ..priors import preset_table
     from ..runner import solve_problem, solver_config
     from ..solvers import SOLVERS
     from ..tasks import TASKS
 
+    from .solve import prior_fingerprint
+
     folder = out / task_name
     folder.mkdir(parents=True, exist_ok=True)
+    prior_path = Path(args.prior) if args.prior else bundled_path()
+    prior_info = {"name": prior.metadata.name, "fingerprint": prior_fingerprint(prior_path)}
     problem = _problem(task_name, ti, x, names, args, folder)
     task = TASKS[task_name]
     results = {}
@@ -114,7 +119,7 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
         cls = SOLVERS[sname]
         cfg = solver_config(cls, task.solver_task, preset_table(prior))
         hyper = {"config": cfg.to_json(), "num_steps": args.steps, "preset": task.solver_task,
-                 "prior": prior.metadata.name, "lpips": bool(args.lpips)}
+                 "prior": prior_info, "lpips": bool(args.lpips)}
         path = folder / f"{sname}.h5"
         writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, seed=args.seed,
                               problem=str(folder / "problems.h5"), mode=WriteMode.RESUME)
