@@ -199,12 +199,15 @@ def run(args) -> None:
             note = "the problem file has no ground truth: no metrics"
 
     hp = res.hyperparameters
-    prior = hp.get("prior", {}) if isinstance(hp, dict) else {}
+    prior = hp.get("prior") or {} if isinstance(hp, dict) else {}
     print(f"{args.results}: {res.solver}, {int(res.done.sum())}/{N} done, seed {res.seed}, "
           f"diffprior {res.library_version}, schema v{res.schema_version}")
-    if isinstance(hp, dict) and "num_steps" in hp:
-        print(f"  steps {hp['num_steps']}, preset {hp.get('preset')}, prior {prior.get('name')} "
-              f"({prior.get('fingerprint')}), problem {res.problem}")
+    if isinstance(hp, dict):
+        parts = [f"steps {hp['num_steps']}"] if hp.get("num_steps") is not None else []
+        parts.append(f"preset {hp.get('preset')}")
+        if isinstance(prior, dict) and prior:  # the ADMM baselines use no prior
+            parts.append(f"prior {prior.get('name')} ({prior.get('fingerprint')})")
+        print(f"  {', '.join(parts)}, problem {res.problem}")
     for n_ in (note, lpips_note):
         if n_:
             print(f"  note: {n_}")
