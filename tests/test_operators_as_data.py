@@ -121,3 +121,27 @@ def test_per_sample_parameters_must_match_the_batch():
         op.Inpaint((4, 6, 5, 2), np.ones((2, 6, 5)))
     with pytest.raises(IndexError, match="out of range"):
         op.Blur((3, 6, 5, 2), _kernels(0, 3)).take([3])
+
+
+def test_a_second_problem_with_other_kernels_reuses_the_program(prior, tmp_path):
+    """Through the runner (as ``diffprior solve`` runs a problem file): a second problem whose
+    per-sample kernels differ compiles nothing, and its samples do not depend on the batch size."""
+    from diffprior.io import Problem, ResultWriter, read_result
+    from diffprior.runner import solve_problem
+
+    cfg = LDPSConfig(step_size=0.5, eta=1.0)
+
+    def problem(seed):
+        A = op.Blur((N, H, W, C), _kernels(seed))
+        return Problem(measurement=np.asarray(_measure(A, seed)), operator=op.describe(A), noise_sigma=0.01)
+
+    def run(p, name, batch):
+        with ResultWriter(tmp_path / name, N, (H, W, C), "LDPS", {}) as w:
+            solve_problem(p, LDPS, cfg, w, prior=prior, num_steps=STEPS, batch=batch, metrics=None)
+        return read_result(tmp_path / name).reconstruction
+
+    run(problem(1), "a.h5", 2)
+    compiled = run_chunk._cache_size()
+    x2 = run(problem(2), "b.h5", 2)
+    assert run_chunk._cache_size() == compiled
+    np.testing.assert_allclose(run(problem(2), "c.h5", 4), x2, rtol=1e-5, atol=1e-6)
