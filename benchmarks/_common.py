@@ -139,12 +139,9 @@ def nfe_per_image(config, steps: int) -> int:
 
 def scores(x: np.ndarray, gt: np.ndarray) -> dict:
     """Per-image PSNR, SSIM and LPIPS (AlexNet; 32 px images resized to 64 px first)."""
-    from diffprior.metrics import psnr, ssim
-    from diffprior.perceptual import lpips
+    from diffprior.metrics import image_metrics
 
-    return {"psnr": np.asarray(psnr(jnp.asarray(x), jnp.asarray(gt))),
-            "ssim": np.asarray(ssim(jnp.asarray(x), jnp.asarray(gt))),
-            "lpips": np.asarray(lpips(x, gt))}
+    return image_metrics(x, gt, lpips=True)
 
 
 def task_problem(task: str, val: Validation, A=None):

@@ -15,7 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["psnr", "ssim", "gaussian_window"]
+__all__ = ["psnr", "ssim", "image_metrics", "gaussian_window"]
 
 _WIN_SIZE = 11
 _WIN_SIGMA = 1.5
@@ -142,3 +142,20 @@ def ssim(x, y, data_range: float = 1.0) -> jax.Array:
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     out = jnp.mean(s, axis=(1, 2, 3))
     return out if batched else out[0]
+
+
+def image_metrics(x, ground_truth, lpips: bool = False) -> dict:
+    """Per-image PSNR, SSIM and, with ``lpips``, LPIPS (AlexNet; images below 64 px resized to
+    64 first) of ``(N, H, W, C)`` images in ``[0, 1]``, as numpy arrays ``(N,)``.
+
+    The metrics the runner appends to result files by default (without LPIPS); the demo and
+    the benchmarks add LPIPS.
+    """
+    xj, gj = jnp.asarray(x), jnp.asarray(ground_truth)
+    out = {"psnr": np.asarray(psnr(xj, gj)), "ssim": np.asarray(ssim(xj, gj))}
+    if lpips:
+        from .perceptual import lpips as lpips_fn
+
+        out["lpips"] = np.asarray(lpips_fn(np.asarray(x), np.asarray(ground_truth)))
+    return out
+

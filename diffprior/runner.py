@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["BatchReport", "solver_config", "problem_operator", "solve_problem", "sample_history", "default_metrics"]
+__all__ = ["BatchReport", "solver_config", "problem_operator", "solve_problem", "sample_history"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,19 +105,9 @@ def sample_history(hist, j: int) -> Dict[str, np.ndarray]:
     return out
 
 
-def default_metrics(x: np.ndarray, ground_truth: np.ndarray) -> Dict[str, np.ndarray]:
-    """Per-sample PSNR and SSIM of reconstructions against the ground truth."""
-    import jax.numpy as jnp
-
-    from .metrics import psnr, ssim
-
-    x, ref = jnp.asarray(x), jnp.asarray(ground_truth)
-    return {"psnr": np.asarray(psnr(x, ref)), "ssim": np.asarray(ssim(x, ref))}
-
-
 def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_steps: int = 1000, seed: int = 0,
                   keys=None, batch: int = 4, indices: Sequence[int] | None = None, prompt=None,
-                  metrics: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]] | None = default_metrics,
+                  metrics: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]] | None = None,
                   on_batch: Callable[[BatchReport], None] | None = None,
                   on_chunk: Callable[[Any], None] | None = None) -> Dict[str, Any]:
     """Solve the samples ``indices`` (default: those ``writer`` still lacks) of ``problem``.
@@ -138,8 +128,8 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         prompt: initial prompt of the diffusion solvers: one string, or one per sample of the
             problem (default: the solver's).
         metrics: ``metrics(x, ground_truth) -> {name: (B,) array}`` computed per batch when
-            the problem has ground truth and appended with each sample (default PSNR and
-            SSIM; ``None``: none).
+            the problem has ground truth and appended with each sample (default
+            :func:`diffprior.metrics.image_metrics`: PSNR and SSIM).
         on_batch: called with a :class:`BatchReport` after each batch is appended.
         on_chunk: called with the solver between step chunks (progress).
 
@@ -151,6 +141,7 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
     """
     import jax
 
+    from .metrics import image_metrics
     from .solvers import SolverFailure, sample_keys
 
     if int(batch) < 1:
@@ -191,10 +182,10 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         hist = solver.history()
         dt = (time.perf_counter() - t0) / idx.size
         mets: Dict[str, np.ndarray] = {}
-        if gt is not None and metrics is not None:
+        if gt is not None:
             ok = np.all(np.isfinite(x.reshape(B, -1)), axis=1)
             mets = {k: np.where(ok, np.asarray(v, np.float64), np.nan)
-                    for k, v in metrics(np.where(ok[:, None, None, None], x, 0.0), gt[run_idx]).items()}
+                    for k, v in (metrics or image_metrics)(np.where(ok[:, None, None, None], x, 0.0), gt[run_idx]).items()}
         bad = []
         for j, n in enumerate(idx):
             writer.append(int(n), x[j], metrics={k: v[j] for k, v in mets.items()},

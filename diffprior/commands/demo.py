@@ -14,6 +14,7 @@ table printed at the end. A rerun resumes: finished restorations are kept.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -59,20 +60,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 SOLVER_NAMES = ("ldps", "p2l")
 
 
-def _metrics(with_lpips: bool):
-    from ..runner import default_metrics
-
-    def metrics(x, gt):
-        out = default_metrics(x, gt)
-        if with_lpips:
-            from ..perceptual import lpips
-
-            out["lpips"] = np.asarray(lpips(x, gt))
-        return out
-
-    return metrics
-
-
 def _problem(task_name: str, ti: int, x, names, args, folder: Path):
     """Write (or reuse) the task's problem file; the operator draws one kernel/mask per image."""
     import jax
@@ -101,6 +88,7 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
     """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread)."""
     from .. import bundled_path
     from ..io import ResultWriter, WriteMode
+    from ..metrics import image_metrics
     from ..priors import preset_table
     from ..runner import solve_problem, solver_config
     from ..solvers import SOLVERS
@@ -136,7 +124,7 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
             if writer.pending_indices().size == 0:
                 bar.update(args.steps)  # restored by an earlier run
             solve_problem(problem, cls, cfg, writer, prior=prior, num_steps=args.steps, seed=args.seed,
-                          batch=problem.n_samples, metrics=_metrics(args.lpips), on_chunk=tick, on_batch=batch_done)
+                          batch=problem.n_samples, metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick, on_batch=batch_done)
         finally:
             writer.close()
         results[cls.__name__] = path
