@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import threading
 import zlib
 from dataclasses import dataclass
@@ -257,7 +256,3 @@ def se(a) -> float:
     a = np.asarray(a, np.float64)
     return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
 
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

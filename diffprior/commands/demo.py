@@ -121,10 +121,11 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
             last[0] = 0
 
         try:
-            if writer.pending_indices().size == 0:
+            pending = writer.pending_indices()
+            if pending.size == 0:
                 bar.update(args.steps)  # restored by an earlier run
             solve_problem(problem, cls, cfg, writer, prior=prior, num_steps=args.steps, seed=args.seed,
-                          batch=problem.n_samples, metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick, on_batch=batch_done)
+                          indices=pending, batch=problem.n_samples, metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick, on_batch=batch_done)
         finally:
             writer.close()
         results[cls.__name__] = path

@@ -20,6 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..priors.protocol import SOLVER_MEMBERS as _PRIOR_MEMBERS
+from ..priors.protocol import DiffusionPrior
+
 #: Ratio between the paper's ``[-1, 1]`` residual and our ``[0, 1]`` residual (see module doc).
 RESIDUAL_SCALE = 2.0
 
@@ -64,9 +67,6 @@ class Dataset(str, enum.Enum):
 
 
 # ----------------------------------------------------------------------------- the prior
-from ..priors.protocol import SOLVER_MEMBERS as _PRIOR_MEMBERS  # noqa: E402 (kept with the prior block)
-from ..priors.protocol import DiffusionPrior  # noqa: E402
-
 #: The prior protocol, :class:`diffprior.priors.DiffusionPrior` (kept under its former name).
 #: The solvers use only ``schedule``, ``encode``, ``decode``, ``eps_and_x0`` and ``embed``
 #: (see :func:`check_prior`).
@@ -76,9 +76,8 @@ LatentPrior = DiffusionPrior
 def check_prior(prior) -> None:
     """Raise ``TypeError`` unless ``prior`` has the members of :class:`~diffprior.priors.DiffusionPrior`
     that solvers use (``schedule``, ``encode``, ``decode``, ``eps_and_x0``, ``embed``) and is a pytree."""
-    missing = [m for m in _PRIOR_MEMBERS if m != "schedule" and not callable(getattr(prior, m, None))]
-    if not hasattr(prior, "schedule"):
-        missing.append("schedule")
+    missing = [m for m in _PRIOR_MEMBERS
+               if not (hasattr(prior, m) if m == "schedule" else callable(getattr(prior, m, None)))]
     if missing:
         raise TypeError(
             f"prior must be a LatentDiffusionPrior or implement the DiffusionPrior protocol "
@@ -117,23 +116,23 @@ class Forward:
         self.image_shape = tuple(image_shape)
         self.batched = bool(batched)
         self.linear = _is_linear(A)
+        #: whether the operator's arrays are traced data (an operator of :mod:`operators`)
+        self.traced = _is_data_operator(A)
 
-    @property
-    def traced(self) -> bool:
-        """Whether the operator's arrays are traced data (an operator of :mod:`operators`)."""
-        return _is_data_operator(self.A)
-
+    # flattening runs at every call of a jitted function: no imports or type checks there
     def tree_flatten(self):
-        static = (self.image_shape, self.batched)
+        static = (self.image_shape, self.batched, self.linear)
         if self.traced:
             return (self.A,), (None,) + static
         return (), (_Opaque(self.A),) + static
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        opaque, image_shape, batched = aux
-        A = children[0] if opaque is None else opaque.obj
-        return cls(A, image_shape, batched)
+        opaque, image_shape, batched, linear = aux
+        fwd = object.__new__(cls)
+        fwd.A = children[0] if opaque is None else opaque.obj
+        fwd.image_shape, fwd.batched, fwd.linear, fwd.traced = image_shape, batched, linear, opaque is None
+        return fwd
 
     def __repr__(self):
         return f"Forward({type(self.A).__name__}, image_shape={self.image_shape}, batched={self.batched})"
