@@ -26,6 +26,11 @@ def test_demo_writes_problem_and_result_files_and_resumes(tmp_path, capsys):
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["report", str(folder / "p2l.h5")]) == 0  # the standard result format
     assert "P2L, 2/2 done" in capsys.readouterr().out
-    before = read_result(folder / "p2l.h5").reconstruction
-    assert main(argv) == 0  # a rerun keeps the finished restorations
+    first = read_result(folder / "p2l.h5")
+    before = first.reconstruction
+    assert main(argv) == 0  # a rerun keeps the finished restorations (not solved again: same wall times)
     np.testing.assert_array_equal(read_result(folder / "p2l.h5").reconstruction, before)
+    np.testing.assert_array_equal(read_result(folder / "p2l.h5").wall_time, first.wall_time)
+    assert main(argv + ["--sigma", "0.05"]) == 0  # other settings: the demo starts its files afresh
+    assert read_problem(folder / "problems.h5").noise_sigma == 0.05
+    assert not np.array_equal(read_result(folder / "p2l.h5").reconstruction, before)

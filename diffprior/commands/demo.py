@@ -87,30 +87,35 @@ def _problem(task_name: str, ti: int, x, names, args, folder: Path):
 def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
     """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread)."""
     from .. import bundled_path
-    from ..io import ResultWriter, WriteMode
+    from ..io import IncompatibleResultError, ResultWriter, WriteMode
     from ..metrics import image_metrics
     from ..priors import preset_table
     from ..runner import solve_problem, solver_config
     from ..solvers import SOLVERS
     from ..tasks import TASKS
 
-    from .solve import prior_fingerprint
+    from .solve import _digest, prior_fingerprint
 
     folder = out / task_name
     folder.mkdir(parents=True, exist_ok=True)
     prior_path = Path(args.prior) if args.prior else bundled_path()
     prior_info = {"name": prior.metadata.name, "fingerprint": prior_fingerprint(prior_path)}
     problem = _problem(task_name, ti, x, names, args, folder)
+    digest = _digest(problem.measurement)
     task = TASKS[task_name]
     results = {}
     for sname in SOLVER_NAMES:
         cls = SOLVERS[sname]
         cfg = solver_config(cls, task.solver_task, preset_table(prior))
         hyper = {"config": cfg.to_json(), "num_steps": args.steps, "preset": task.solver_task,
-                 "prior": prior_info, "lpips": bool(args.lpips)}
+                 "prior": prior_info, "lpips": bool(args.lpips), "problem_digest": digest}
         path = folder / f"{sname}.h5"
-        writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, seed=args.seed,
-                              problem=str(folder / "problems.h5"), mode=WriteMode.RESUME)
+        kw = dict(seed=args.seed, problem=str(folder / "problems.h5"))
+        try:  # a rerun keeps finished restorations; one with other settings starts the file afresh
+            writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, mode=WriteMode.RESUME, **kw)
+        except IncompatibleResultError:
+            writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, mode=WriteMode.OVERWRITE,
+                                  **kw)
         last = [0]
 
         def tick(s, last=last):
@@ -125,7 +130,9 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
             if pending.size == 0:
                 bar.update(args.steps)  # restored by an earlier run
             solve_problem(problem, cls, cfg, writer, prior=prior, num_steps=args.steps, seed=args.seed,
-                          indices=pending, batch=problem.n_samples, metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick, on_batch=batch_done)
+                          indices=pending, batch=problem.n_samples,
+                          metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick,
+                          on_batch=batch_done)
         finally:
             writer.close()
         results[cls.__name__] = path
