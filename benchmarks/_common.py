@@ -195,14 +195,15 @@ def names_digest(names) -> str:
 
 
 def run_result(path: str | Path, problem, cls, config, *, hyperparameters: dict, prior=None, steps: int = 0,
-               keys=None, batch: int = 10, indices=None, prompt=None, metrics=None, label: str = "",
-               quiet: bool = False) -> dict:
+               keys=None, batch: int = 10, indices=None, prompt=None, metrics=None, solver_metrics=None,
+               label: str = "", quiet: bool = False) -> dict:
     """Solve ``problem``'s pending samples (of ``indices``, default all) with ``cls``/``config``
     through :func:`diffprior.runner.solve_problem`, appending each to the result file ``path``
     (created, or resumed: a file written with other ``hyperparameters``, images or solver is
     refused with ``SystemExit``). Per-sample metrics: ``metrics(x, gt)`` (default
     :func:`scores`: PSNR, SSIM, LPIPS) plus ``peak_rss_mb``, the peak resident memory of the
-    process during the sample's batch (compilation included). The file is compacted
+    process during the sample's batch (compilation included), the runner's ``residual`` and
+    ``solver_metrics(solver)`` (see :func:`~diffprior.runner.solve_problem`). The file is compacted
     (:meth:`~diffprior.io.ResultWriter.close`) when the run ends, also when interrupted.
 
     Returns :func:`~diffprior.runner.solve_problem`'s dict, ``{"appended": 0, ...}`` if
@@ -247,7 +248,8 @@ def run_result(path: str | Path, problem, cls, config, *, hyperparameters: dict,
                       flush=True)
 
             return solve_problem(problem, cls, config, writer, prior=prior, num_steps=int(steps), keys=keys,
-                                 batch=batch, indices=todo, prompt=prompt, metrics=with_rss, on_batch=report)
+                                 batch=batch, indices=todo, prompt=prompt, metrics=with_rss,
+                                 solver_metrics=solver_metrics, on_batch=report)
     finally:
         writer.close()
 

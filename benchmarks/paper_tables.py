@@ -78,10 +78,13 @@ from _common import (RESULTS, evaluation_set, image_keys, load_validation, nfe_p
 
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
 TABLES = {
-    "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-prompt-only", "p2l-photo"),
+    "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "ldps-pt", "p2l-photo"),
     "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
-    "table5": ("ldps", "p2l-prompt-only", "p2l-proj-only", "p2l", "p2l-gluing"),
+    "table5": ("ldps", "ldps-pt", "p2l-proj-only", "p2l", "p2l-gluing", "p2l-adam-carry"),
 }
+#: Methods that tune the prompt: their result files also record the embedding's drift
+#: (:func:`embedding_drift`).
+PROMPT_TUNED = ("ldps-pt", "p2l", "p2l-photo", "p2l-gluing", "p2l-adam-carry")
 #: The tasks of each table, as in the paper: Table 1 on SR and 80 % random inpainting, Tables
 #: 2-3 on every task, the Table 5 ablation on SR (``--all-tasks`` runs every table on every task).
 TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table5": ("sr4-avg",)}
@@ -89,6 +92,10 @@ TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table
 FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "compile_s",
           "peak_rss_mb"]
 EXAMPLES = 4  # images per task kept for the figure
+#: Per-image values of the result files beyond :data:`FIELDS` that the summaries average: the
+#: data fit :math:`\\|y - A\\hat x\\|` and the prompt-tuning methods' embedding drift
+#: (:func:`embedding_drift`). Legacy records have none of them.
+EXTRA = ("residual", "emb_drift", "emb_to_class", "emb_nearest_true")
 
 #: The paper's ImageNet numbers (Stable Diffusion v1.4, 1000 DDIM steps, 512 px) beside which
 #: ``claims.md`` puts ours: ``(table, task, our method, the paper's row, its figures)``. Table 1
@@ -104,10 +111,10 @@ PAPER = [("table1", task, m, label, figures)
              ("inpaint-random", ("0.350 / 26.20 dB", "0.350 / 26.26 dB", "0.355, 0.348 / 26.26, 26.17 dB",
                                  "0.355 / 0.354 / 0.352", "0.314 / 26.29 dB", "0.314 / 26.29 dB")))
          for m, label, figures in zip(
-             ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-photo", "p2l-prompt-only"),
+             ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "p2l-photo", "ldps-pt"),
              ('""', '"A high quality photo"', "PaLI captions (two variants)", '"... of a cat" / "dog" / "face"',
               "tuned prompt (LDPS + prompt tuning; ours: full P2L)",
-              "tuned prompt (LDPS + prompt tuning; ours: P2L without projection)"), per_method)
+              "tuned prompt (LDPS + prompt tuning; ours: the same)"), per_method)
          ] + [("table23", task, m, label, figures)
      for task, per_method in (
          ("sr4-avg", ("0.386 / 23.38 dB", "0.475 / 23.21 dB", "0.456 / 23.21 dB", "0.471 / 23.17 dB", "0.480 / 22.23 dB")),
@@ -119,10 +126,11 @@ PAPER = [("table1", task, m, label, figures)
                                   ("P2L", "LDPS", "GML-DPS", "PSLD", "LDIR", None, None), per_method + (None, None))
      ] + [
     ("table5", "sr4-avg", "ldps", "neither (LDPS)", "FID 78.68 / 23.49 dB"),
-    ("table5", "sr4-avg", "p2l-prompt-only", "prompt tuning only", "FID 76.40 / 23.52 dB"),
+    ("table5", "sr4-avg", "ldps-pt", "prompt tuning only", "FID 76.40 / 23.52 dB"),
     ("table5", "sr4-avg", "p2l-proj-only", "projection only (rows 3-4)", "FID 74.22, 74.01 / 23.16, 23.32 dB"),
     ("table5", "sr4-avg", "p2l", "both, proximal (P2L)", "FID 70.08 / 23.48 dB"),
     ("table5", "sr4-avg", "p2l-gluing", "gluing vs proximal, FFHQ SR, sigma 0.01", "FID 56.47 vs 55.68 / 26.39 vs 26.43 dB"),
+    ("table5", "sr4-avg", "p2l-adam-carry", None, None),
 ]
 
 
@@ -134,6 +142,10 @@ def method_spec(name: str, task: str, classes, labels, names):
     import diffprior.solvers as S
 
     wrong = (labels + 1 + np.array([seed_of(n) % (len(classes) - 1) for n in names])) % len(classes)
+    if name == "ldps-pt":  # LDPS's preset plus prompt tuning (K and lr searched for it), from LDPS's prompt
+        from diffprior.tasks import TASKS
+
+        return S.LDPS, S.LDPSConfig.with_prompt_tuning(S.Task(TASKS[task].solver_task)), None
     if name.startswith("ldps"):
         cfg = solver_config(S.LDPS, task)
         prompt = {"ldps": None, "ldps-photo": "a photo",
@@ -147,7 +159,8 @@ def method_spec(name: str, task: str, classes, labels, names):
         cfg = solver_config(S.P2L, task)
         change = {"p2l": {}, "p2l-photo": {}, "p2l-prompt-only": {"projection": None},
                   "p2l-proj-only": {"prompt": None},
-                  "p2l-gluing": {"projection": S.GluingProjection(every=cfg.projection.every)}}[name]
+                  "p2l-gluing": {"projection": S.GluingProjection(every=cfg.projection.every)},
+                  "p2l-adam-carry": {"prompt": dataclasses.replace(cfg.prompt, reset=False)}}[name]
         return S.P2L, dataclasses.replace(cfg, **change), ("a photo" if name == "p2l-photo" else None)
     if name in ("tv-admm", "pnp-admm"):
         cls = {"tv-admm": S.TVADMM, "pnp-admm": S.PnPADMM}[name]
@@ -177,7 +190,11 @@ def result_records(out: Path) -> list:
     from diffprior.io import read_result
 
     rows = []
+    stale = set(stale_results(out))
     for path in result_files(out):
+        if path in stale:
+            print(f"paper_tables: {path.name} ran with another configuration than today's preset: left out")
+            continue
         r = read_result(path)
         h = r.hyperparameters
         if "method" not in h:
@@ -187,7 +204,8 @@ def result_records(out: Path) -> list:
             rows.append({"method": h["method"], "task": h["task"], "image": h["images"][n],
                          "seed": seed_of(h["images"][n]), "steps": h.get("steps"),
                          **{k: float(r.metrics.get(k, nan)[n]) for k in ("psnr", "ssim", "lpips", "peak_rss_mb")},
-                         "nfe": int(h["nfe"]), "seconds": float(r.wall_time[n])})
+                         "nfe": int(h["nfe"]), "seconds": float(r.wall_time[n]),
+                         **{k: float(v[n]) for k, v in r.metrics.items() if k in EXTRA}})
     return rows
 
 
@@ -198,21 +216,24 @@ def records(out: Path, steps: int | None = None) -> list:
     key = lambda r: (r["method"], r["task"], r["image"], None if r["steps"] in (None, "") else int(r["steps"]))
     new = result_records(out)
     seen = {key(r) for r in new}
+    legacy = read_legacy_records(out)
+    if (out / "legacy_configs.json").exists():  # only the rows whose configuration is today's
+        carried = legacy_carried(out)
+        legacy = [r for r in legacy if (r["method"], r["task"]) in carried]
     # a legacy record of an ADMM baseline carries the run's steps: replaced by a result at any steps
     seen_any = {k[:3] for k in seen if k[3] is None}
-    rows = [r for r in read_legacy_records(out) if key(r) not in seen and key(r)[:3] not in seen_any] + new
+    rows = [r for r in legacy if key(r) not in seen and key(r)[:3] not in seen_any] + new
     if steps is not None:
         rows = [r for r in rows if r["steps"] in (None, "") or int(r["steps"]) == steps]
     return rows
 
 
 def provenance() -> dict:
-    """What the results depend on besides this script: the bundled prior's weights (fingerprint)
-    and the solver presets of :mod:`diffprior.solvers.tuned` (a hash of the table)."""
-    from diffprior.solvers.tuned import TUNED
-
-    table = json.dumps({f"{s}/{t.value}": v for (s, t), v in TUNED.items()}, sort_keys=True)
-    return {"prior": prior_fingerprint(), "presets": hashlib.sha256(table.encode()).hexdigest()[:12]}
+    """What every result depends on besides its own configuration: the bundled prior's weights
+    (fingerprint). Each result file records its solver configuration (``config``), so a change of
+    the presets of :mod:`diffprior.solvers.tuned` touches only the methods it changes (see
+    :func:`current_config` and :func:`stale_results`)."""
+    return {"prior": prior_fingerprint()}
 
 
 def _stored_hyperparameters(path: Path) -> dict:
@@ -223,24 +244,91 @@ def _stored_hyperparameters(path: Path) -> dict:
 
 
 def check_provenance(out: Path, now: dict) -> None:
-    """Refuse to add results to ``out`` when those already there came from other weights or
-    presets: the ``provenance`` of its result files' hyperparameters, and the previous format's
-    ``out/run.json`` (written by the run that made ``records.csv``). Each new result file records
-    ``now`` in its hyperparameters (nothing else is written)."""
+    """Refuse to add results to ``out`` when those already there came from other weights: the
+    ``provenance`` of its result files' hyperparameters, and the previous format's
+    ``out/run.json`` (written by the run that made ``records.csv``)."""
     path = out / "run.json"
     if path.exists():
-        was = json.loads(path.read_text())
-        if was != now:
-            raise SystemExit(f"{out} holds records made with other weights or presets ({was}; now {now}): "
+        was = json.loads(path.read_text()).get("prior")
+        if was != now["prior"]:
+            raise SystemExit(f"{out} holds records made with other weights ({was}; now {now['prior']}): "
                              f"pass another --out, or delete {out} to start again")
     elif (out / "records.csv").exists():
-        raise SystemExit(f"{out}/records.csv has no run.json naming the weights and presets it came from: "
+        raise SystemExit(f"{out}/records.csv has no run.json naming the weights it came from: "
                          f"pass another --out, or delete {out} to start again")
     for f in result_files(out):
-        was = _stored_hyperparameters(f).get("provenance")
-        if was != now:
-            raise SystemExit(f"{f} was made with other weights or presets ({was}; now {now}): "
+        was = (_stored_hyperparameters(f).get("provenance") or {}).get("prior")
+        if was != now["prior"]:
+            raise SystemExit(f"{f} was made with other weights ({was}; now {now['prior']}): "
                              f"pass another --out, or delete {out} to start again")
+
+
+def current_config(method: str, task: str) -> dict:
+    """The JSON configuration ``method`` runs with on ``task`` under today's presets."""
+    n = 1
+    _, cfg, _ = method_spec(method, task, [""] * 10, np.zeros(n, np.int64), ["x"] * n)
+    return cfg.to_json()
+
+
+def legacy_carried(out: Path) -> set:
+    """The ``(method, task)`` pairs of the previous format's ``records.csv`` whose configuration
+    is today's: ``out/legacy_configs.json`` holds the configuration each legacy row ran with
+    (written by ``benchmarks/legacy_configs.py`` from the presets of the commit named in
+    ``run.json``), and only rows whose configuration equals :func:`current_config` are summarised."""
+    path = out / "legacy_configs.json"
+    if not path.exists():
+        return set()
+    was = json.loads(path.read_text())["configs"]
+    carried = set()
+    for key, cfg in was.items():
+        task, method = key.split("__")
+        try:
+            if cfg == current_config(method, task):
+                carried.add((method, task))
+        except KeyError:  # a method no table runs any more
+            pass
+    return carried
+
+
+def stale_results(out: Path) -> list:
+    """Result files whose configuration is not today's preset (left out of the summaries)."""
+    stale = []
+    for f in result_files(out):
+        h = _stored_hyperparameters(f)
+        if "method" not in h or h.get("config") is None:
+            continue
+        try:
+            if h["config"] != current_config(h["method"], h["task"]):
+                stale.append(f)
+        except KeyError:
+            pass
+    return stale
+
+
+def embedding_drift(prior, classes, labels):
+    """``solver_metrics`` for the prompt-tuning methods: per image, how far the tuned embedding
+    :math:`c_T` moved, ``emb_drift`` :math:`= \\|c_T - c_0\\| / \\|c_0\\|`; how it stands to the
+    embedding :math:`e_k` of "a photo of a <class k>" of the image's true class,
+    ``emb_to_class`` :math:`= \\|c_T - e_{true}\\| / \\|c_0 - e_{true}\\|` (below 1: it moved
+    towards it); and ``emb_nearest_true``, 1 when the nearest of the class embeddings is the
+    true class's."""
+    import jax.numpy as jnp
+
+    e = np.asarray(prior.embed([f"a photo of a {c}" for c in classes]), np.float64)  # (K, L, D)
+    labels = np.asarray(labels)
+
+    def metrics(solver, idx):
+        c = np.asarray(solver.state.emb, np.float64)
+        c0 = np.asarray(solver.data.emb0, np.float64)
+        norm = lambda a: np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
+        true = e[labels[idx]]
+        dist = np.sqrt(((c[:, None] - e[None]) ** 2).reshape(len(c), len(e), -1).sum(-1))  # (B, K)
+        return {"emb_drift": norm(c - c0) / norm(c0),
+                "emb_to_class": norm(c - true) / np.maximum(norm(c0 - true), 1e-12),
+                "emb_nearest_true": (dist.argmin(axis=1) == labels[idx]).astype(np.float64)}
+
+    del jnp
+    return metrics
 
 
 def run_method(prior, name, task, val, problem, steps, batch, out: Path, spec=None, now: dict | None = None):
@@ -252,9 +340,10 @@ def run_method(prior, name, task, val, problem, steps, batch, out: Path, spec=No
              "keys": "image_keys", "provenance": now or provenance()}
     if cls.uses_prior:
         hyper["steps"] = int(steps)
+    drift = embedding_drift(prior, val.classes, val.labels) if name in PROMPT_TUNED else None
     run_result(out / "results" / f"{task}__{name}.h5", problem, cls, cfg, hyperparameters=hyper,
                prior=prior if cls.uses_prior else None, steps=steps, keys=image_keys(val.names), batch=batch,
-               prompt=prompt, label=f"{name} {task}")
+               prompt=prompt, solver_metrics=drift, label=f"{name} {task}")
 
 
 def summarize(out: Path, steps: int) -> list:
@@ -270,6 +359,11 @@ def summarize(out: Path, steps: int) -> list:
             v = f(k)[~np.isnan(f(k))]
             row[k], row[k + "_se"] = float(v.mean()) if len(v) else float("nan"), se(v)
         row["nfe"], row["seconds"], row["peak_rss_mb"] = int(f("nfe")[0]), float(f("seconds").mean()), float(f("peak_rss_mb").max())
+        for k in EXTRA:  # only result files have them; NaN for legacy rows
+            v = np.array([float(r[k]) for r in rs if k in r])
+            v = v[np.isfinite(v)]
+            row[k], row[k + "_se"] = (float(v.mean()), se(v)) if len(v) else (float("nan"), float("nan"))
+        row["noise_floor"] = noise_floor_of(t)
         rows.append(row)
     with open(out / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, list(rows[0]) if rows else ["method"])
@@ -278,6 +372,21 @@ def summarize(out: Path, steps: int) -> list:
     (out / "summary.md").write_text(to_markdown(rows, steps))
     (out / "claims.md").write_text(claims_markdown(rows, steps))
     return rows
+
+
+def noise_floor_of(task: str) -> float:
+    """:math:`\\sigma\\sqrt{m}` of a task on the 32 x 32 benchmark images (the residual the
+    ground truth itself leaves, ``m`` values per measurement)."""
+    from _common import SIGMA, build_operator
+
+    from diffprior.metrics import noise_floor
+
+    return noise_floor(SIGMA, build_operator(task, (32, 32, 3)).output_shape)
+
+
+def _fit(r) -> str:
+    """The residual cell: mean ± s.e., or "-" for rows summarised from legacy records."""
+    return "-" if not np.isfinite(r.get("residual", np.nan)) else f"{r['residual']:.3f} ± {r['residual_se']:.3f}"
 
 
 def claims_markdown(rows, steps) -> str:
@@ -292,13 +401,14 @@ def claims_markdown(rows, steps) -> str:
              "Diffusion v1.4 at 512 px, 1000 DDIM steps, ImageNet test images. Ours: the bundled CIFAR-10 prior, "
              "32 px validation images, LPIPS on images resized to 64 px, mean ± standard error over n images.", ""]
     for table in TABLES:
-        lines += [f"## {heads[table]}", "", "| task | our method | the paper's row | paper | ours | n |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"## {heads[table]}", "", "| task | our method | the paper's row | paper | ours | \\|y-Ax\\| "
+                  "(sigma sqrt(m)) | n |", "|---|---|---|---|---|---|---|"]
         for t, task, m, label, theirs in (p for p in PAPER if p[0] == table):
             r = by.get((m, task))
             ours = f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} / {r['psnr']:.2f} dB" if r else "not run"
+            fit = f"{_fit(r)} ({r['noise_floor']:.3f})" if r else ""
             lines.append(f"| {task} | {m} | {label if theirs else '(not in the paper)'} | {theirs or ''} | {ours} "
-                         f"| {r['n'] if r else 0} |")
+                         f"| {fit} | {r['n'] if r else 0} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -310,10 +420,13 @@ def to_markdown(rows, steps) -> str:
              "Produced by `python benchmarks/paper_tables.py`. Mean ± standard error over images; "
              "`nfe`: UNet evaluations per image; `s/img`: wall seconds per image on this machine, solving only "
              "(batches of `--batch` images; compilation, once per method and task, excluded); "
-             "`RSS`: peak resident memory of the process during the method's batches (MB).", ""]
+             "`RSS`: peak resident memory of the process during the method's batches (MB); "
+             "`|y-Ax|`: the measurement residual of the reconstruction (image units), beside `sigma sqrt(m)`, "
+             "the residual the ground truth itself leaves (`-`: a row carried from the previous records format, "
+             "which did not keep it).", ""]
     for table, methods in TABLES.items():
-        lines += [f"## {table}", "", "| task | method | n | LPIPS | PSNR | SSIM | nfe | s/img | RSS |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {table}", "", "| task | method | n | LPIPS | PSNR | SSIM | \\|y-Ax\\| | sigma sqrt(m) | nfe "
+                  "| s/img | RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         # a table lists its own tasks, and others only where one of its own methods ran there
         # (``--all-tasks``): not LDPS's free-form row under Table 1 just because Tables 2-3 ran it
         own = set(methods) - {m for other, ms in TABLES.items() if other != table for m in ms}
@@ -325,8 +438,20 @@ def to_markdown(rows, steps) -> str:
                 if r:
                     lines.append(f"| {t} | {m} | {r['n']}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} | "
                                  f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | "
-                                 f"{r['ssim']:.3f} ± {r['ssim_se']:.3f} | {r['nfe']} | {r['seconds']:.2f} | "
-                                 f"{r['peak_rss_mb']:.0f} |")
+                                 f"{r['ssim']:.3f} ± {r['ssim_se']:.3f} | {_fit(r)} | {r['noise_floor']:.3f} | "
+                                 f"{r['nfe']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    drift = [r for r in rows if np.isfinite(r.get("emb_drift", np.nan))]
+    if drift:
+        lines += ["## prompt drift", "",
+                  "The tuned embedding c_T against its start c_0 and the embeddings e_k of \"a photo of a <class k>\": "
+                  "`drift` = |c_T - c_0| / |c_0|; `to true class` = |c_T - e_true| / |c_0 - e_true| (below 1: "
+                  "moved towards the image's own class prompt); `nearest is true` = share of images whose nearest "
+                  "class embedding is their own class's (chance 0.1).", "",
+                  "| task | method | n | drift | to true class | nearest is true |", "|---|---|---|---|---|---|"]
+        for r in sorted(drift, key=lambda r: (TASKS.index(r["task"]), r["method"])):
+            lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['emb_drift']:.3f} ± {r['emb_drift_se']:.3f} | "
+                         f"{r['emb_to_class']:.3f} ± {r['emb_to_class_se']:.3f} | {r['emb_nearest_true']:.2f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

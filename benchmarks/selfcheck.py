@@ -125,11 +125,13 @@ def check_tuned_presets_are_the_searched_values(tmp: Path) -> None:
 
     entries = json.loads((RESULTS / "tuning.json").read_text())
     primary = {"sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform"}
+    # LDPS + prompt tuning is searched on the paper's Table 1 tasks (inpainting: 80 % random drops)
+    primary_of = {"ldps-pt": {"sr4-avg", "inpaint-random"}}
     names = {"ldps": "LDPS", "gmldps": "GMLDPS", "psld": "PSLD", "ldir": "LDIR", "p2l": "P2L", "tvadmm": "TVADMM",
-             "pnpadmm": "PnPADMM"}
+             "pnpadmm": "PnPADMM", "ldps-pt": "LDPS+PT"}
     checked = 0
     for e in entries:
-        if e["task"] not in primary:
+        if e["task"] not in primary_of.get(e["solver"], primary):
             continue
         key = (names[e["solver"]], Task(TASKS[e["task"]].solver_task))
         check(close(TUNED[key][e["param"]], e["chosen"]), f"{key} {e['param']}: tuned.py has "
@@ -149,26 +151,42 @@ def _write_records(path: Path, rows: list) -> None:
         w.writerows(rows)
 
 
-def check_paper_tables_refuses_to_mix_records_of_other_weights_or_presets(tmp: Path) -> None:
+def check_paper_tables_refuses_to_mix_records_of_other_weights(tmp: Path) -> None:
     import paper_tables
 
     now = paper_tables.provenance()
-    check(now["prior"] == _shipped_fingerprint() and len(now["presets"]) == 12, f"provenance {now}")
+    check(now == {"prior": _shipped_fingerprint()}, f"provenance {now}")
     fresh = tmp / "fresh"
     fresh.mkdir()
     paper_tables.check_provenance(fresh, now)  # a new folder takes any run
     same = tmp / "same"
     same.mkdir()
-    (same / "run.json").write_text(json.dumps(now))
+    (same / "run.json").write_text(json.dumps({**now, "presets": "0" * 12}))
     _write_records(same / "records.csv", [])
-    paper_tables.check_provenance(same, now)  # records of these weights and presets: resumes
-    with raises(SystemExit, match="other weights or presets"):
-        paper_tables.check_provenance(same, {**now, "presets": "0" * 12})
+    paper_tables.check_provenance(same, now)  # records of these weights: resumes (configs compared per method)
+    with raises(SystemExit, match="other weights"):
+        paper_tables.check_provenance(same, {"prior": "0" * 12})
     orphan = tmp / "orphan"
     orphan.mkdir()
     (orphan / "records.csv").write_text("method,task\n")
     with raises(SystemExit, match="no run.json"):
         paper_tables.check_provenance(orphan, now)
+
+
+def check_paper_tables_summarises_only_legacy_rows_whose_configuration_holds(tmp: Path) -> None:
+    """With ``legacy_configs.json`` a legacy row enters the summary only when the configuration
+    it ran with is the method's configuration today."""
+    import paper_tables
+
+    rows = [dict(method=m, task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=25, psnr=20.0, ssim=0.5, lpips=0.3,
+                 nfe=25, seconds=1.0, compile_s=0.0, peak_rss_mb=900) for m in ("ldps", "psld") for i in range(2)]
+    _write_records(tmp / "records.csv", rows)
+    configs = {"sr4-avg__ldps": paper_tables.current_config("ldps", "sr4-avg"),
+               "sr4-avg__psld": {**paper_tables.current_config("psld", "sr4-avg"), "legacy": "adjoint gluing"}}
+    (tmp / "legacy_configs.json").write_text(json.dumps({"configs": configs}))
+    check(paper_tables.legacy_carried(tmp) == {("ldps", "sr4-avg")}, f"carried {paper_tables.legacy_carried(tmp)}")
+    got = {(r["method"], r["task"]) for r in paper_tables.records(tmp, 25)}
+    check(got == {("ldps", "sr4-avg")}, f"summarised {got}")
 
 
 def check_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp: Path) -> None:
@@ -194,8 +212,10 @@ def check_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp: Pa
           "summary.md: inpaint-freeform under the wrong table")
     # claims.md: the paper's ImageNet figure beside ours, and the rows not run yet say so
     claims = (tmp / "claims.md").read_text()
-    check('| sr4-avg | ldps | "" | 0.397 / 23.49 dB | 0.3000 ± 0.0577 / 21.00 dB | 3 |' in claims, "claims.md")
-    check("| gauss-deblur | p2l | P2L | 0.325 / 25.11 dB | not run | 0 |" in claims, "claims.md: rows not run")
+    # (legacy records keep no residual: "-", beside sigma sqrt(m) = 0.005 sqrt(8 * 8 * 3))
+    check('| sr4-avg | ldps | "" | 0.397 / 23.49 dB | 0.3000 ± 0.0577 / 21.00 dB | - (0.069) | 3 |' in claims,
+          "claims.md")
+    check("| gauss-deblur | p2l | P2L | 0.325 / 25.11 dB | not run |  | 0 |" in claims, "claims.md: rows not run")
     check(not (tmp / "run.json").exists(), "--summary-only wrote run.json")
     with raises(SystemExit, match="nothing to summarise"):
         paper_tables.main(["--summary-only", "--out", str(tmp / "missing")])

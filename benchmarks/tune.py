@@ -39,9 +39,8 @@ from _common import (RESULTS, image_keys, load_validation, prior_fingerprint, ru
 #: (solver name, parameter) -> grid. ``step_size`` runs as one batch.
 GRIDS = {
     ("ldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
-    ("ldps", "eta"): (0.0, 0.5, 1.0),
-    ("p2l", "eta"): (0.0, 0.5, 1.0),
-    ("ldir", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0),
+    ("ldps", "eta"): (0.0, 0.5, 1.0),  # one eta per task for every latent solver (see ONE_ETA)
+    ("ldir", "step_size"): (0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # Adam-normalised: each element moves about rho
     ("gmldps", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("psld", "step_size"): (0.1, 0.3, 1.0, 3.0, 10.0),
     ("p2l", "step_size"): (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),  # plain gradient (GD) presets
@@ -51,9 +50,16 @@ GRIDS = {
     ("p2l", "projection_cg_iters"): (1, 5, 20),
     ("gmldps", "fixed_point_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 25
     ("psld", "gluing_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 26
+    # LDPS plus prompt tuning (the paper's "prompt tuning only"): its own K and learning rate
+    ("ldps-pt", "prompt_lr"): (1e-3, 1e-2, 1e-1),
+    ("ldps-pt", "prompt_iters"): (1, 3, 5),  # Table 6's values of K
     ("tvadmm", "lmbda"): (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
     ("pnpadmm", "rho"): (0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 1.0),
 }
+#: DDIM's eta is searched once per task, on LDPS (the solver every other latent solver extends),
+#: and the presets give every latent solver that value (``diffprior.solvers.tuned``): a search
+#: of another solver runs with it, never with an eta of its own.
+ONE_ETA = "ldps"
 #: The classic (ADMM) baselines: no diffusion prior, no DDIM steps (their iteration counts are
 #: part of their presets).
 CLASSIC = ("tvadmm", "pnpadmm")
@@ -63,8 +69,19 @@ TASKS = ("sr4", "sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", 
 def _solver_class(name):
     import diffprior.solvers as S
 
-    return {"ldps": S.LDPS, "ldir": S.LDIR, "gmldps": S.GMLDPS, "psld": S.PSLD, "p2l": S.P2L,
+    return {"ldps": S.LDPS, "ldps-pt": S.LDPS, "ldir": S.LDIR, "gmldps": S.GMLDPS, "psld": S.PSLD, "p2l": S.P2L,
             "tvadmm": S.TVADMM, "pnpadmm": S.PnPADMM}[name]
+
+
+def _base_config(solver: str, task: str, base: dict):
+    """The preset the search starts from, with the values already chosen (``base``)."""
+    if solver == "ldps-pt":
+        from diffprior.solvers import LDPSConfig, Task
+        from diffprior.tasks import TASKS
+
+        cfg = LDPSConfig.with_prompt_tuning(Task(TASKS[task].solver_task))
+        return cfg.with_values(base) if base else cfg
+    return solver_config(_solver_class(solver), task, **base)
 
 
 def search(prior, val, solver: str, task: str, param: str, steps: int, base: dict, grid=None,
@@ -78,7 +95,7 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
     default = GRIDS[(solver, param)]
     grid = tuple(type(default[0])(v) for v in (grid or default))  # integer parameters stay integers
     rows, t0 = [], time.perf_counter()
-    cfg = solver_config(cls, task, **base)
+    cfg = _base_config(solver, task, base)
     hyper = {"solver": solver, "task": task, "param": param, "images": list(val.names), "keys": "image_keys",
              **({"steps": steps, "prior": fingerprint} if cls.uses_prior else {})}
 
@@ -187,7 +204,8 @@ def main(argv=None):
                     continue
                 # the run uses the values already chosen for this solver and task (search step sizes first)
                 base = {e["param"]: e["chosen"] for e in entries
-                        if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param}
+                        if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param
+                        and (e["param"] != "eta" or solver == ONE_ETA)}
                 e = search(prior, tune, solver, task, param, steps, base, args.grid, fingerprint)
                 print(f"{solver} {task} {param}: " + ", ".join(f"{r['value']}: {r['lpips']:.4f}/{r['psnr']:.2f}dB"
                                                              for r in e["grid"]) + f" -> {e['chosen']}", flush=True)

@@ -15,7 +15,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["psnr", "ssim", "image_metrics", "gaussian_window"]
+__all__ = ["psnr", "ssim", "image_metrics", "gaussian_window", "measurement_residual", "noise_floor"]
 
 _WIN_SIZE = 11
 _WIN_SIGMA = 1.5
@@ -159,3 +159,28 @@ def image_metrics(x, ground_truth, lpips: bool = False) -> dict:
         out["lpips"] = np.asarray(lpips_fn(np.asarray(x), np.asarray(ground_truth)))
     return out
 
+
+
+def measurement_residual(A, y, x) -> np.ndarray:
+    """Per-sample data fit :math:`\\|y_n - A x_n\\|_2` (``[0, 1]`` image units), shape ``(N,)``.
+
+    ``A`` acts on one image (``input_shape`` of rank 3) or on the batch (rank 4, per-sample
+    operators); ``y`` is ``(N, ...)`` and ``x`` is ``(N, H, W, C)``. A sample whose ``x`` is not
+    finite gets NaN. Compare with :func:`noise_floor`: a reconstruction that explains the
+    measurement as well as the truth does has a residual near :math:`\\sigma\\sqrt{m}`.
+    """
+    from .solvers.common import make_forward
+
+    x = np.asarray(x, np.float32)
+    ok = np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+    fwd, y, _ = make_forward(A, y)
+    r = np.asarray(jnp.sqrt(jnp.sum(jnp.square(y - fwd(jnp.asarray(np.where(ok[:, None, None, None], x, 0.0))))
+                                    .reshape(x.shape[0], -1), axis=1)), np.float64)
+    return np.where(ok, r, np.nan)
+
+
+def noise_floor(sigma: float, measurement_shape) -> float:
+    """:math:`\\sigma\\sqrt{m}`, the expected residual norm of the ground truth itself
+    (``m`` entries per measurement, ``measurement_shape`` without the sample axis), the
+    level below which a lower residual only fits noise."""
+    return float(sigma) * float(np.sqrt(np.prod(measurement_shape)))

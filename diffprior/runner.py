@@ -108,6 +108,7 @@ def sample_history(hist, j: int) -> Dict[str, np.ndarray]:
 def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_steps: int = 1000, seed: int = 0,
                   keys=None, batch: int = 4, indices: Sequence[int] | None = None, prompt=None,
                   metrics: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]] | None = None,
+                  solver_metrics: Callable[[Any, np.ndarray], Dict[str, np.ndarray]] | None = None,
                   on_batch: Callable[[BatchReport], None] | None = None,
                   on_chunk: Callable[[Any], None] | None = None) -> Dict[str, Any]:
     """Solve the samples ``indices`` (default: those ``writer`` still lacks) of ``problem``.
@@ -129,7 +130,13 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
             problem (default: the solver's).
         metrics: ``metrics(x, ground_truth) -> {name: (B,) array}`` computed per batch when
             the problem has ground truth and appended with each sample (default
-            :func:`diffprior.metrics.image_metrics`: PSNR and SSIM).
+            :func:`diffprior.metrics.image_metrics`: PSNR and SSIM). Every sample also gets
+            ``residual``, :math:`\\|y - A\\hat x\\|` (:func:`diffprior.metrics.measurement_residual`),
+            ground truth or not.
+        solver_metrics: ``solver_metrics(solver, indices) -> {name: (B,) array}``, per-sample
+            values read from the solver after each batch (``indices``: the problem's sample
+            indices of the batch, the last repeated to fill it), e.g. the tuned embedding's drift
+            from ``solver.state.emb`` and ``solver.data.emb0``; appended like the metrics.
         on_batch: called with a :class:`BatchReport` after each batch is appended.
         on_chunk: called with the solver between step chunks (progress).
 
@@ -141,7 +148,7 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
     """
     import jax
 
-    from .metrics import image_metrics
+    from .metrics import image_metrics, measurement_residual
     from .solvers import SolverFailure, sample_keys
 
     if int(batch) < 1:
@@ -181,11 +188,13 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         x = np.asarray(x, np.float32)
         hist = solver.history()
         dt = (time.perf_counter() - t0) / idx.size
-        mets: Dict[str, np.ndarray] = {}
+        mets: Dict[str, np.ndarray] = {"residual": measurement_residual(A_b, y, x)}
+        if solver_metrics is not None:
+            mets.update({k: np.asarray(v, np.float64) for k, v in solver_metrics(solver, run_idx).items()})
         if gt is not None:
             ok = np.all(np.isfinite(x.reshape(B, -1)), axis=1)
-            mets = {k: np.where(ok, np.asarray(v, np.float64), np.nan)
-                    for k, v in (metrics or image_metrics)(np.where(ok[:, None, None, None], x, 0.0), gt[run_idx]).items()}
+            mets.update({k: np.where(ok, np.asarray(v, np.float64), np.nan)
+                         for k, v in (metrics or image_metrics)(np.where(ok[:, None, None, None], x, 0.0), gt[run_idx]).items()})
         bad = []
         for j, n in enumerate(idx):
             writer.append(int(n), x[j], metrics={k: v[j] for k, v in mets.items()},

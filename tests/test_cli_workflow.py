@@ -86,6 +86,13 @@ def test_solve_writes_every_sample_with_provenance(work, full):
 
     np.testing.assert_allclose(res.metrics["psnr"], np.asarray(psnr(res.reconstruction, prob.ground_truth)),
                                rtol=1e-5)
+    # the data fit ||y - A x|| of every sample, as the runner recorded it
+    from diffprior.metrics import measurement_residual
+    from diffprior.runner import problem_operator
+
+    want = measurement_residual(problem_operator(prob), prob.measurement, res.reconstruction)
+    np.testing.assert_allclose(res.metrics["residual"], want, rtol=1e-5)
+    assert np.all(want > 0)
 
 
 def test_rerun_is_a_no_op_and_other_settings_are_refused(work, full, capsys):
@@ -139,7 +146,9 @@ def test_report_prints_the_table_and_draws_the_figure(work, full, capsys):
     assert "full.h5: LDPS, 3/3 done, seed 0" in out
     lines = out.splitlines()
     header = next(line for line in lines if "PSNR [dB]" in line)
-    assert "SSIM" in header and "time [s]" in header
+    assert "SSIM" in header and "time [s]" in header and "|y-Ax|" in header
+    floor = 0.005 * np.sqrt(4 * 4 * 3)  # simulate's default sigma; sr4 measures 4 x 4 x 3 values
+    assert f"noise floor sigma*sqrt(m) = {floor:.4f}" in out
     assert sum(line.rstrip().endswith("done") for line in lines) == N
     assert any(line.strip().startswith("mean (3)") for line in lines)
     assert ("LPIPS" in header) or ("LPIPS not computed" in out)

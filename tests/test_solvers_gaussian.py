@@ -369,7 +369,7 @@ def test_with_values_sets_nested_components_by_flat_name():
     assert (cfg.eta, cfg.step_size) == (0.5, 2.0)
     assert GMLDPSConfig().with_values({"fixed_point_weight": 0.5}).fixed_point_weight == 0.5
     with pytest.raises(TypeError):
-        LDPSConfig().with_values({"prompt_lr": 0.1})  # LDPS has no prompt tuning
+        LDPSConfig().with_values({"prompt_lr": 0.1})  # LDPS's prompt tuning is off (None)
     with pytest.raises(TypeError):
         dataclasses.replace(P2LConfig(), prompt=None).with_values({"prompt_lr": 0.1})
 

@@ -3,7 +3,8 @@
 Per-sample PSNR and SSIM (:mod:`diffprior.metrics`) and LPIPS (:mod:`diffprior.perceptual`,
 when its weights are available) are computed from the reconstructions and the ground truth
 of the problem file the run solved (its path is stored in the result file; ``--problem``
-overrides it). Without a readable problem file, the metrics stored at solve time are shown.
+overrides it), and the measurement residual :math:`\\|y - A\\hat x\\|` beside the noise floor
+:math:`\\sigma\\sqrt{m}` (the residual the ground truth itself leaves). Without a readable problem file, the metrics stored at solve time are shown.
 The figure has one row per sample: measurement | reconstruction | ground truth
 (sinograms and other non-image measurements are shown as grey-scale arrays).
 """
@@ -88,14 +89,14 @@ def _fmt(v: float, spec: str) -> str:
     return "-" if not math.isfinite(v) else format(v, spec)
 
 
-_SPECS = {"psnr": ".2f", "ssim": ".4f", "lpips": ".4f"}
-_TITLES = {"psnr": "PSNR [dB]", "ssim": "SSIM", "lpips": "LPIPS"}
+_SPECS = {"psnr": ".2f", "ssim": ".4f", "lpips": ".4f", "residual": ".4f"}
+_TITLES = {"psnr": "PSNR [dB]", "ssim": "SSIM", "lpips": "LPIPS", "residual": "|y-Ax|"}
 
 
 def format_table(names: List[str], done: np.ndarray, metrics: Dict[str, np.ndarray],
                  wall_time: np.ndarray) -> str:
     """The per-sample table with a mean row (over finished samples with finite values)."""
-    keys = [k for k in ("psnr", "ssim", "lpips") if k in metrics] + sorted(
+    keys = [k for k in ("psnr", "ssim", "lpips", "residual") if k in metrics] + sorted(
         k for k in metrics if k not in _SPECS)
     w = max([4] + [len(n) for n in names])
     head = f"{'#':>5}  {'sample':<{w}}  " + "  ".join(f"{_TITLES.get(k, k):>9}" for k in keys) + \
@@ -196,7 +197,19 @@ def run(args) -> None:
     else:
         metrics = dict(res.metrics)
         if problem is not None:
-            note = "the problem file has no ground truth: no metrics"
+            note = "the problem file has no ground truth: no image metrics"
+    floor = None
+    if problem is not None:  # the data fit, from the reconstructions and the measurements
+        from ..metrics import measurement_residual, noise_floor
+        from ..runner import problem_operator
+
+        metrics["residual"] = np.full(N, np.nan)
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            A = problem_operator(problem)
+            A = A.take(idx) if len(A.input_shape) == 4 else A
+            metrics["residual"][idx] = measurement_residual(A, problem.measurement[idx], res.reconstruction[idx])
+        floor = noise_floor(problem.noise_sigma, problem.measurement.shape[1:])
 
     hp = res.hyperparameters
     prior = hp.get("prior") or {} if isinstance(hp, dict) else {}
@@ -213,6 +226,9 @@ def run(args) -> None:
             print(f"  note: {n_}")
     table = format_table(names, res.done, metrics, res.wall_time)
     print(table)
+    if floor is not None:
+        print(f"  |y-Ax|: measurement residual; noise floor sigma*sqrt(m) = {floor:.4f} "
+              f"(sigma {problem.noise_sigma:g}, m = {problem.measurement[0].size} values per measurement)")
 
     if args.csv:
         keys = sorted(metrics)

@@ -269,6 +269,12 @@ def batched_cg(matvec: Callable, b, x0, iters: int):
 
     Each sample has its own inner products and step lengths; exactly ``iters`` iterations
     run (a fixed trip count inside ``jit``); a converged sample stays put.
+
+    Derivatives (PSLD differentiates its gluing, :func:`~diffprior.solvers.consistency.glue`)
+    hold the step lengths :math:`\\alpha_k, \\beta_k` constant: the result is differentiated
+    as the fixed polynomial in ``matvec`` that the iterations built, a linear map of ``b`` and
+    ``x0`` (exact where CG has converged). Differentiating the step lengths themselves divides
+    by inner products that vanish once the residual does, and gives NaN.
     """
 
     def div(num, den):
@@ -284,11 +290,11 @@ def batched_cg(matvec: Callable, b, x0, iters: int):
     def body(_, carry):
         x, r, p, rs = carry
         mp = matvec(p)
-        alpha = div(rs, batch_dot(p, mp))
+        alpha = lax.stop_gradient(div(rs, batch_dot(p, mp)))
         x = x + bc(alpha, x) * p
         r = r - bc(alpha, r) * mp
         rs_new = batch_dot(r, r)
-        p = r + bc(div(rs_new, rs), p) * p
+        p = r + bc(lax.stop_gradient(div(rs_new, rs)), p) * p
         return x, r, p, rs_new
 
     x, *_ = lax.fori_loop(0, iters, body, (x0, r, r, rs))

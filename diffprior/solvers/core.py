@@ -45,6 +45,8 @@ class State(NamedTuple):
         emb: text embedding, ``(N, L, D)`` (tuned by P2L, fixed otherwise).
         history: state of the latent update (``()`` for GD, optax Adam state for history).
         status: per-sample :class:`~diffprior.solvers.common.Status` codes, ``(N,)`` int32.
+        prompt_opt: Adam's state of the prompt tuning when its moments carry over between
+            steps (``PromptTuning(reset=False)``), else ``()``.
     """
 
     z: jax.Array
@@ -52,6 +54,7 @@ class State(NamedTuple):
     emb: jax.Array
     history: Any
     status: jax.Array
+    prompt_opt: Any = ()
 
 
 class StepStats(NamedTuple):
@@ -156,7 +159,8 @@ class Plan:
         """Initial state: :math:`z_T \\sim \\mathcal{N}(0, I)` per sample from ``fold_in(key_n, 0)``."""
         z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), self.latent_shape))(data.keys)
         return State(z=z, z0=jnp.zeros_like(z), emb=data.emb0, history=self.update.init(z),
-                     status=jnp.zeros((z.shape[0],), jnp.int32))
+                     status=jnp.zeros((z.shape[0],), jnp.int32),
+                     prompt_opt=self.prompt.init(data.emb0) if self.prompt is not None else ())
 
     # ------------------------------------------------------------------ step
     def step(self, data: Data, state: State, i) -> tuple[State, StepStats]:
@@ -166,17 +170,17 @@ class Plan:
         t, t_prev = data.timesteps[i], data.prev_timesteps[i]
         n = y.shape[0]
 
-        emb = state.emb
+        emb, prompt_opt = state.emb, state.prompt_opt
         if self.prompt is not None:
             pt = self.prompt
 
             def tune():
-                return pt.tune(prior, fwd, y, state.z, t, emb, data.step_size, self.loss)
+                return pt.tune(prior, fwd, y, state.z, t, emb, data.step_size, self.loss, prompt_opt)
 
             def keep():  # a step without tuning: no residuals to report (NaN)
-                return emb, jnp.full((n, pt.iters), jnp.nan, jnp.float32)
+                return emb, jnp.full((n, pt.iters), jnp.nan, jnp.float32), prompt_opt
 
-            emb, prompt_res = tune() if pt.every == 1 else lax.cond(pt.tunes_at(i), tune, keep)
+            emb, prompt_res, prompt_opt = tune() if pt.every == 1 else lax.cond(pt.tunes_at(i), tune, keep)
         else:
             prompt_res = jnp.zeros((n, 0), jnp.float32)
 
@@ -199,7 +203,7 @@ class Plan:
         z_new = z_prime - bcast(data.step_size, z_prime) * direction
 
         status = self._classify(state.status, z_new, emb)
-        new = _mask(status == Status.OK, State(z_new, z0, emb, history, status), state, n)
+        new = _mask(status == Status.OK, State(z_new, z0, emb, history, status, prompt_opt), state, n)
         new = new._replace(status=status)
         return new, StepStats(t=t.astype(jnp.int32), residual=r, prompt_residual=prompt_res,
                               projected=jnp.asarray(projected), status=status)

@@ -42,8 +42,13 @@ class PromptTuning:
     :math:`\\hat z_0(z_t, c)` is Tweedie's estimate (Eq. 10) and :math:`\\hat z_{0|y}` the
     conditional posterior mean, approximated by one gradient step on :math:`\\hat z_0`
     towards the measurement. The iterations start from the previous reverse step's
-    embedding (the first from the initial prompt); Adam's moments restart at every reverse
-    step.
+    embedding (the first from the initial prompt). Adam's moments restart at every reverse
+    step (``reset=True``, our reading of Alg. 3, which starts a new optimisation per step):
+    with :math:`K \\le 5` and bias correction the first update of each step is then
+    :math:`-\\mathrm{lr}\\cdot\\mathrm{sign}(g)` element-wise, so prompt tuning behaves much like
+    sign descent, each element moving about ``lr`` per iteration. ``reset=False`` carries the
+    moments (and Adam's step count) from one reverse step to the next instead, one Adam run
+    over all :math:`T \\cdot K` iterations.
 
     Implementation choices (the paper does not say): the shift
     :math:`\\zeta\\nabla_{\\hat z_0}` is held constant when differentiating with respect to
@@ -62,6 +67,7 @@ class PromptTuning:
             always tunes), keeping the embedding in between: a cheaper P2L (the paper tunes at
             every step, ``every=1``). Steps that do not tune cost no prompt VJPs.
         b1, b2: Adam betas (defaults).
+        reset: restart Adam's moments at every reverse step (default) or carry them over.
     """
 
     iters: int = 3
@@ -70,6 +76,7 @@ class PromptTuning:
     every: int = 1
     b1: float = 0.9
     b2: float = 0.999
+    reset: bool = True
 
     def __post_init__(self):
         if self.iters < 1:
@@ -87,8 +94,15 @@ class PromptTuning:
         """How many of ``num_steps`` reverse steps tune the prompt."""
         return -(-num_steps // self.every)
 
-    def tune(self, prior, fwd: Forward, y, z_t, t, emb, step_size, loss: Loss):
-        """Run the K iterations; return ``(c*, residuals)``.
+    def _optimizer(self):
+        return optax.adam(self.lr, b1=self.b1, b2=self.b2)
+
+    def init(self, emb):
+        """The Adam state carried between reverse steps (``()`` when the moments are reset)."""
+        return () if self.reset else self._optimizer().init(emb)
+
+    def tune(self, prior, fwd: Forward, y, z_t, t, emb, step_size, loss: Loss, opt_state=()):
+        """Run the K iterations; return ``(c*, residuals, opt_state)``.
 
         Args:
             prior: the latent prior; fwd, y: forward model and ``(N, ...)`` measurement.
@@ -96,14 +110,16 @@ class PromptTuning:
             emb: starting embedding ``(N, L, D)``.
             step_size: per-sample :math:`\\rho` ``(N,)`` (used when ``shift_step`` is None).
             loss: :class:`Loss` applied to the residual.
+            opt_state: the carried Adam state (``reset=False``, from :meth:`init`), else ``()``.
 
         Returns:
-            The tuned embedding and the per-sample residual
+            The tuned embedding, the per-sample residual
             :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_{0|y}))\\|` (``[0, 1]`` units) at each
-            iteration, before its update, shape ``(N, K)``.
+            iteration, before its update, shape ``(N, K)``, and the Adam state to carry
+            (``()`` when reset).
         """
         zeta = step_size if self.shift_step is None else jnp.full_like(step_size, self.shift_step)
-        opt = optax.adam(self.lr, b1=self.b1, b2=self.b2)
+        opt = self._optimizer()
 
         def objective(c):
             _, z0 = prior.eps_and_x0(z_t, t, c)
@@ -118,5 +134,5 @@ class PromptTuning:
             upd, st = opt.update(g, st, c)
             return (optax.apply_updates(c, upd), st), r
 
-        (emb, _), rs = lax.scan(body, (emb, opt.init(emb)), None, length=self.iters)
-        return emb, rs.T
+        (emb, st), rs = lax.scan(body, (emb, opt.init(emb) if self.reset else opt_state), None, length=self.iters)
+        return emb, rs.T, (() if self.reset else st)
