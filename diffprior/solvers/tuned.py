@@ -69,6 +69,10 @@ TUNED: dict = {
     ("PSLD", _SR): {"step_size": _LDPS[_SR]["step_size"], "gluing_weight": 0.01},
     ("PSLD", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "gluing_weight": 0.1},
     # LDIR: its step searched like LDPS's (the history betas are Adam's defaults, fixed by the paper)
+    ("LDIR", _SR): {"step_size": 0.1},
+    ("LDIR", _GAUSS): {"step_size": 0.3},
+    ("LDIR", _MOTION): {"step_size": 0.3},
+    ("LDIR", _INPAINT): {"step_size": 0.3},
     # P2L: every step size searched; lambda on the deblurring tasks and SR (inpainting keeps
     # Table 6's 0.1); zeta and CG iterations on SR (for average pooling the CG residual
     # lies in one eigenspace of A^T A + lambda I, so one iteration is already exact: 1, 5 and 20
@@ -80,6 +84,8 @@ TUNED: dict = {
     ("P2L", _INPAINT): {"step_size": 0.1, "prompt_lr": _P2L_PROMPT_LR},
     # LDPS + prompt tuning (LDPSConfig.with_prompt_tuning): its K and learning rate searched on
     # the tasks of the paper's Table 1 (SR; inpainting on 80 % random drops)
+    ("LDPS+PT", _SR): {"prompt_lr": 0.001, "prompt_iters": 3},
+    ("LDPS+PT", _INPAINT): {"prompt_lr": 0.01, "prompt_iters": 3},
     # TV-ADMM's weight, searched at 50 ADMM iterations (so the preset runs 50)
     ("TVADMM", _SR): {"lmbda": 0.003, "maxiter": 50},
     ("TVADMM", _GAUSS): {"lmbda": 0.0001, "maxiter": 50},
