@@ -1,0 +1,143 @@
+"""Images the prior was not made for: other channel counts, sizes off the autoencoder's grid.
+
+:class:`ImageAdapter` wraps a prior and implements the prior protocol again for images of
+``channels`` channels and any height and width, so every solver runs on them unchanged (the
+forward operator acts on the user's images, never on the prior's):
+
+* **Channel map.** A grayscale image :math:`g` (``(N, H, W, 1)``: CT slices, microscopy) goes
+  into an RGB prior replicated, :math:`R g = (g, g, g)`, and the prior's images come back
+  averaged, :math:`R^+ x = \\tfrac13 \\sum_c x_c`. :math:`R` is linear with adjoint
+  :math:`R^T x = \\sum_c x_c`; :math:`R^+ = R^T / 3` is its pseudo-inverse, so
+  :math:`R^+ R = I` and a gray image survives the round trip exactly. In general, ``channels``
+  = 1 into any prior of ``C`` channels replicates and averages; ``channels`` equal to the
+  prior's is the identity; other pairs are refused.
+* **Padding.** An image whose height or width is not a multiple of ``multiple`` (the
+  autoencoder's factor, or whatever the denoiser needs: a whole-latent evaluation of a UNet
+  with ``d`` downsamplings needs ``factor * 2**d``) is padded by reflection at the bottom and
+  right edges before encoding, and decoded images are cropped back; the latent covers the
+  padded image. Reflection keeps the padded border statistically like the image, so the prior
+  sees no artificial edge. Images smaller than ``multiple`` are refused (reflection needs the
+  image to be at least as large as the padding).
+
+``diffprior solve`` applies the adapter by itself when the problem's images are grayscale or
+off the grid, and says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class ImageAdapter:
+    """``inner`` seen through a channel map and reflect padding (see the module documentation).
+
+    Attributes:
+        inner: the prior (a pytree implementing :class:`~diffprior.priors.DiffusionPrior`).
+        prior_channels: the channels the inner prior's images have (3 for the priors we ship).
+        channels: the channels of the user's images (1 or ``prior_channels``).
+        multiple: pad height and width up to a multiple of this (1: no padding).
+        image_hw: the user's image size ``(H, W)``: decoded images are cropped to it (``None``:
+            no crop, for images already on the grid).
+    """
+
+    inner: Any
+    prior_channels: int = struct.field(pytree_node=False, default=3)
+    channels: int = struct.field(pytree_node=False, default=3)
+    multiple: int = struct.field(pytree_node=False, default=1)
+    image_hw: tuple | None = struct.field(pytree_node=False, default=None)
+
+    def __post_init__(self):
+        if self.channels not in (1, self.prior_channels):
+            raise ValueError(f"images of {self.channels} channels cannot go into a prior of {self.prior_channels}: "
+                             f"only 1 (replicated into every channel, averaged back) or {self.prior_channels}")
+        if self.multiple < 1:
+            raise ValueError(f"multiple must be >= 1, got {self.multiple}")
+        if self.image_hw is not None:
+            object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
+            self.padded_size(*self.image_hw)  # refuses an image smaller than the grid
+
+    # ------------------------------------------------------------------ delegated members
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    @property
+    def metadata(self):
+        return self.inner.metadata
+
+    def embed(self, prompts):
+        return self.inner.embed(prompts)
+
+    def eps_and_x0(self, z, t, emb):
+        return self.inner.eps_and_x0(z, t, emb)
+
+    def __getattr__(self, name):  # scaling_factor, downsample_factor, ... of the inner prior
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    # ------------------------------------------------------------------ geometry
+    def padded_size(self, h: int, w: int) -> tuple:
+        """The size the image is padded to: ``(H, W)`` rounded up to ``multiple``.
+
+        Raises:
+            ValueError: the image is smaller than ``multiple`` (names both).
+        """
+        m = int(self.multiple)
+        if h < m or w < m:
+            raise ValueError(f"an image of {h} x {w} pixels is smaller than the prior's grid of {m} pixels "
+                             f"(its autoencoder factor and denoiser): nothing to pad it from")
+        return (-(-h // m) * m, -(-w // m) * m)
+
+    def latent_shape(self, image_shape: Sequence[int]):
+        n, h, w, c = image_shape
+        if c != self.channels:
+            raise ValueError(f"images have {c} channels, the adapter expects {self.channels}")
+        return self.inner.latent_shape((n, *self.padded_size(h, w), self.prior_channels))
+
+    # ------------------------------------------------------------------ the maps
+    def to_prior(self, x):
+        """User images ``(N, H, W, channels)`` -> prior images ``(N, H', W', prior_channels)``:
+        replicated (gray) and reflect-padded to the grid."""
+        h, w = x.shape[1:3]
+        ph, pw = self.padded_size(h, w)
+        if (ph, pw) != (h, w):
+            x = jnp.pad(x, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="reflect")
+        if self.channels != self.prior_channels:
+            x = jnp.repeat(x, self.prior_channels, axis=-1)
+        return x
+
+    def from_prior(self, x, hw: Sequence[int]):
+        """Prior images -> user images ``(N, *hw, channels)``: cropped and channel-averaged."""
+        x = x[:, : int(hw[0]), : int(hw[1])]
+        if self.channels != self.prior_channels:
+            x = jnp.mean(x, axis=-1, keepdims=True)
+        return x
+
+    def encode(self, x):
+        return self.inner.encode(self.to_prior(x))
+
+    def decode(self, z):
+        """Decode, crop to ``image_hw`` and map the channels back."""
+        x = self.inner.decode(z)
+        return self.from_prior(x, self.image_hw if self.image_hw is not None else x.shape[1:3])
+
+
+def adapter_for(prior, image_shape: Sequence[int], multiple: int | None = None):
+    """``prior`` itself when it takes images of ``image_shape`` ``(H, W, C)`` as they are, else an
+    :class:`ImageAdapter` with the channel map and padding they need (``multiple``: the grid,
+    default the autoencoder's factor)."""
+    h, w, c = (int(v) for v in image_shape)
+    f = int(getattr(prior, "downsample_factor", 1))
+    m = int(multiple or f)
+    prior_c = 3
+    if c == prior_c and h % m == 0 and w % m == 0:
+        return prior
+    return ImageAdapter(prior, prior_channels=prior_c, channels=c, multiple=m, image_hw=(h, w))
+
+
+__all__ = ["ImageAdapter", "adapter_for"]
