@@ -65,8 +65,12 @@ TUNED: dict = {
     # gluing became the orthogonal projection A^+)
     **{(name, task): {"step_size": v["step_size"]} for name in ("GMLDPS", "PSLD") for task, v in _LDPS.items()},
     ("GMLDPS", _SR): {"step_size": _LDPS[_SR]["step_size"], "fixed_point_weight": 0.01},
+    ("GMLDPS", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "fixed_point_weight": 0.01},
+    ("GMLDPS", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "fixed_point_weight": 0.01},
     ("GMLDPS", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "fixed_point_weight": 0.01},
     ("PSLD", _SR): {"step_size": _LDPS[_SR]["step_size"], "gluing_weight": 0.01},
+    ("PSLD", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "gluing_weight": 0.1},
+    ("PSLD", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "gluing_weight": 0.1},
     ("PSLD", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "gluing_weight": 0.1},
     # LDIR: its step searched like LDPS's (the history betas are Adam's defaults, fixed by the paper)
     ("LDIR", _SR): {"step_size": 0.1},
