@@ -125,13 +125,15 @@ class TaskPreset:
         self.check_shape(image_shape)
         return self._build(image_shape, key, self.parameters(image_shape))
 
-    def build_batch(self, image_shape: Tuple[int, int, int], key, n: int, shared: bool = False):
+    def build_batch(self, image_shape: Tuple[int, int, int], key, n: int, shared: bool = False, indices=None):
         """The operator for a batch of ``n`` images ``(H, W, C)``.
 
         A random task draws one kernel or mask per image, from ``fold_in(key, i)`` for image
-        ``i``, and returns one operator on ``(n, H, W, C)`` whose arrays carry the sample axis;
-        with ``shared=True`` (or for a task without randomness) one operator on ``(H, W, C)``
-        is drawn from ``key`` and applied to every image.
+        ``i`` (``indices[i]`` when given: the images' indices in a larger collection, so that
+        a draw does not depend on how the collection is split), and returns one operator on
+        ``(n, H, W, C)`` whose arrays carry the sample axis; with ``shared=True`` (or for a
+        task without randomness) one operator on ``(H, W, C)`` is drawn from ``key`` and
+        applied to every image.
 
         Raises:
             ValueError: If the image shape does not suit the preset or ``n < 1``.
@@ -142,7 +144,10 @@ class TaskPreset:
             return self.build(image_shape, key)
         import jax
 
-        return stack_operators([self.build(image_shape, jax.random.fold_in(key, i)) for i in range(int(n))])
+        idx = range(int(n)) if indices is None else [int(i) for i in indices]
+        if len(idx) != int(n):
+            raise ValueError(f"got {len(idx)} indices for {n} images")
+        return stack_operators([self.build(image_shape, jax.random.fold_in(key, i)) for i in idx])
 
 
 def stack_operators(ops):

@@ -55,8 +55,12 @@ def test_simulate_reads_16bit_png_without_clipping(tmp_path):
     ramp = np.linspace(0, 65535, 64 * 64).round().astype(np.uint16).reshape(64, 64)
     Image.fromarray(ramp).save(tmp_path / "ramp.png")
     images, names = load_images(tmp_path / "ramp.png")
+    images = np.stack(images)
     assert images.shape == (1, 64, 64, 3) and names == ["ramp.png"]
     np.testing.assert_allclose(images[0, ..., 1], ramp / 65535.0, atol=1e-7)
+    gray, _ = load_images(tmp_path / "ramp.png", channels=None)  # the file's own channel: full 16-bit precision
+    assert gray[0].shape == (64, 64, 1)
+    np.testing.assert_allclose(gray[0][..., 0], ramp / 65535.0, atol=1e-7)
     assert np.mean(images == 1.0) < 0.01
     assert abs(float(np.median(images)) - 0.5) < 0.01
 

@@ -84,13 +84,14 @@ def _sigma(text: str) -> float:
     return v
 
 
-def _read_image_file(path: Path, size) -> np.ndarray:
-    """One image file as float32 ``(H, W, 3)`` in ``[0, 1]`` at its true bit depth
-    (:func:`diffprior.data.read_image`: 16-bit and float files are not clipped)."""
+def _read_image_file(path: Path, size, channels=3) -> np.ndarray:
+    """One image file as float32 ``(H, W, C)`` in ``[0, 1]`` at its true bit depth
+    (:func:`diffprior.data.read_image`: 16-bit and float files are not clipped); ``channels``
+    3, 1 or ``None`` (the file's own)."""
     from ..data import DatasetError, read_image
 
     try:
-        return read_image(path, channels=3, size=size)
+        return read_image(path, channels=channels, size=size)
     except DatasetError as e:
         raise CLIError(str(e)) from None
     except OSError as e:
@@ -106,15 +107,37 @@ def _resize_all(images: np.ndarray, size) -> np.ndarray:
                      for im in images])
 
 
-def load_images(path, size=None, limit=None) -> Tuple[np.ndarray, List[str]]:
-    """Read images as float32 ``(N, H, W, 3)`` in ``[0, 1]`` with their names, sorted by name.
+def centre_crop(image: np.ndarray, size, name: str = "image") -> np.ndarray:
+    """The centred ``(H, W)`` window of ``image`` ``(h, w, C)``.
+
+    Raises:
+        CLIError: the image is smaller than ``size`` (names both).
+    """
+    h, w = image.shape[:2]
+    H, W = int(size[0]), int(size[1])
+    if h < H or w < W:
+        raise CLIError(f"{name} is {h}x{w}, smaller than the crop {H}x{W}")
+    r, c = (h - H) // 2, (w - W) // 2
+    return image[r:r + H, c:c + W]
+
+
+def load_images(path, size=None, limit=None, crop=None, channels=3) -> Tuple[List[np.ndarray], List[str]]:
+    """Read images as float32 ``(H, W, C)`` arrays in ``[0, 1]`` with their names, sorted by name.
+
+    Image files keep their own size (and, with ``channels=None``, their own channel count)
+    unless ``size`` resizes them or ``crop`` cuts their centre, so a folder may give images of
+    several shapes (:func:`group_by_shape`). Datasets (class folders, archives, HDF5) are read
+    as RGB at one size (``size``, default the first image's).
 
     Args:
         path: A folder of image files, a folder of ``<class>/<image>`` folders, a
             ``.tar``/``.tar.gz`` archive or ``.h5`` dataset (:func:`diffprior.data.read_dataset`),
             or one image file.
-        size: ``(H, W)`` to resize to (bicubic); default: the first image's size.
+        size: ``(H, W)`` to resize to (bicubic); default: each image's own size.
         limit: Keep only the first `limit` images.
+        crop: ``(H, W)`` centre crop (after ``size``); an image smaller than it is refused.
+        channels: 3 (RGB; grayscale replicated), 1 (grayscale; RGB reduced to luma) or
+            ``None`` (each file's own, 1 or 3).
 
     Raises:
         CLIError: If the path is missing, holds no images or an image is unreadable.
@@ -132,9 +155,7 @@ def load_images(path, size=None, limit=None) -> Tuple[np.ndarray, List[str]]:
         files = []
     if files:
         files = files[:limit] if limit else files
-        first = _read_image_file(files[0], size)
-        size = size or first.shape[:2]
-        images = np.stack([first] + [_read_image_file(f, size) for f in files[1:]])
+        images = [_read_image_file(f, size, channels) for f in files]
         names = [f.name for f in files]
     else:
         try:
@@ -144,8 +165,26 @@ def load_images(path, size=None, limit=None) -> Tuple[np.ndarray, List[str]]:
         images, names = data.images, list(data.names)
         if limit:
             images, names = images[:limit], names[:limit]
-        images = _resize_all(images, size).astype(np.float32) / 255.0
+        images = list(_resize_all(images, size).astype(np.float32) / 255.0)
+        if channels == 1:
+            images = [(im @ np.array([0.299, 0.587, 0.114], np.float32))[..., None] for im in images]
+    if crop is not None:
+        images = [centre_crop(im, crop, n) for im, n in zip(images, names)]
     return images, names
+
+
+def group_by_shape(images: List[np.ndarray]) -> dict:
+    """``{(H, W, C): [indices]}`` in order of first appearance."""
+    groups: dict = {}
+    for n, im in enumerate(images):
+        groups.setdefault(tuple(int(s) for s in im.shape), []).append(n)
+    return groups
+
+
+def group_path(out: Path, shape) -> Path:
+    """The problem file of one shape group when a folder holds several: ``<stem>-HxWxC<suffix>``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-{'x'.join(map(str, shape))}{out.suffix or '.h5'}")
 
 
 def simulate_measurements(A, images, sigma: float, seeds, chunk: int = 64) -> np.ndarray:
@@ -197,7 +236,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("images", metavar="IMAGES",
                    help="a folder of images, a folder of class folders, a .tar[.gz] archive, an .h5 "
-                        "dataset (uint8 'images' (N, H, W, 3)) or one image file; RGB is used")
+                        "dataset (uint8 'images' (N, H, W, 3)) or one image file; images of several shapes "
+                        "give one problem file per shape, OUT-HxWxC.h5")
     p.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK",
                    help=f"forward model preset, one of: {', '.join(TASKS)} (listed below)")
     p.add_argument("--out", required=True, metavar="PATH",
@@ -213,7 +253,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_pos_int, default=None, metavar="N",
                    help="use only the first N images (sorted by name)")
     p.add_argument("--size", type=_parse_size, default=None, metavar="H[xW]",
-                   help="resize images to H x H (or H x W), bicubic; default: the first image's size")
+                   help="resize images to H x H (or H x W), bicubic; default: each image keeps its size")
+    p.add_argument("--crop", type=_parse_size, default=None, metavar="H[xW]",
+                   help="cut the centred H x H (or H x W) window of each image (after --size); smaller images "
+                        "are refused")
+    p.add_argument("--channels", choices=("auto", "1", "3"), default="auto",
+                   help="image channels: each file's own (auto, default: grayscale stays grayscale), 1 (RGB "
+                        "reduced to luma) or 3 (grayscale replicated); archives and datasets are RGB")
     p.set_defaults(func=run)
     return p
 
@@ -222,12 +268,14 @@ def run(args) -> None:
     """Run ``diffprior simulate`` with parsed arguments."""
     t0 = time.perf_counter()
     task = TASKS[args.task]
-    images, names = load_images(args.images, args.size, args.limit)
-    shape = tuple(int(s) for s in images.shape[1:])
-    try:
-        task.check_shape(shape)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    channels = {"auto": None, "1": 1, "3": 3}[args.channels]
+    images, names = load_images(args.images, args.size, args.limit, args.crop, channels)
+    groups = group_by_shape(images)
+    for shape in groups:
+        try:
+            task.check_shape(shape)
+        except ValueError as e:
+            raise CLIError(f"{e} or --crop") from None
 
     import jax
 
@@ -235,14 +283,21 @@ def run(args) -> None:
 
     from ..io import write_problem
 
-    A = task.build_batch(shape, jax.random.PRNGKey(args.seed), len(images), shared=args.shared_operator)
-    seeds = np.array([sample_seed(args.seed, n) for n in range(len(images))], np.int64)
-    y = simulate_measurements(A, images, args.sigma, seeds)
-    write_problem(args.out, y, describe(A), args.sigma, ground_truth=images, seeds=seeds, names=names,
-                  task=task.name,
-                  per_sample=A.per_sample)
-    params = ", ".join(f"{k}={v}" for k, v in task.parameters(shape).items())
-    drawn = " per image" if A.per_sample else ""
-    print(f"wrote {args.out}: {len(images)} samples, task {task.name} ({type(A).__name__}{drawn}: {params}), "
-          f"images {'x'.join(map(str, shape))} -> measurements {'x'.join(map(str, y.shape[1:]))}, "
-          f"sigma {args.sigma:g}, seed {args.seed} ({time.perf_counter() - t0:.1f} s)")
+    key = jax.random.PRNGKey(args.seed)
+    if len(groups) > 1:
+        print(f"{len(images)} images of {len(groups)} shapes: one problem file per shape (a problem file holds "
+              f"images of one shape)")
+    for shape, idx in groups.items():
+        out = Path(args.out) if len(groups) == 1 else group_path(args.out, shape)
+        batch = np.stack([images[n] for n in idx])
+        # image n keeps its draw and its noise seed whatever the other images (fold_in(key, n))
+        A = task.build_batch(shape, key, len(idx), shared=args.shared_operator, indices=idx)
+        seeds = np.array([sample_seed(args.seed, n) for n in idx], np.int64)
+        y = simulate_measurements(A, batch, args.sigma, seeds)
+        write_problem(out, y, describe(A), args.sigma, ground_truth=batch, seeds=seeds,
+                      names=[names[n] for n in idx], task=task.name, per_sample=A.per_sample)
+        params = ", ".join(f"{k}={v}" for k, v in task.parameters(shape).items())
+        drawn = " per image" if A.per_sample else ""
+        print(f"wrote {out}: {len(idx)} samples, task {task.name} ({type(A).__name__}{drawn}: {params}), "
+              f"images {'x'.join(map(str, shape))} -> measurements {'x'.join(map(str, y.shape[1:]))}, "
+              f"sigma {args.sigma:g}, seed {args.seed} ({time.perf_counter() - t0:.1f} s)")

@@ -163,6 +163,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="replace a configuration field after the preset, by dotted name (repeatable), e.g. "
                         "--set step_size=0.3 --set prompt.iters=1")
+    p.add_argument("--tiles", choices=("none", "multidiffusion", "mixture"), default="none",
+                   help="run the denoiser on the whole latent (none, default; the paper's 'vanilla') or on "
+                        "overlapping windows of the prior's native latent size blended by MultiDiffusion (uniform) "
+                        "or Mixture of Diffusers (Gaussian) weights, for images larger than the prior's size")
+    p.add_argument("--tile-stride", type=_pos_int, default=None, metavar="N",
+                   help="offset between windows in latent pixels (default: half a window)")
+    p.add_argument("--tile-batch", type=_pos_int, default=None, metavar="N",
+                   help="windows per denoiser call (default: all of a step's), to bound memory on large images")
+    p.add_argument("--vae-tile", type=_pos_int, default=None, metavar="PX",
+                   help="encode and decode in overlapping tiles of PX pixels (default: whole images)")
     p.add_argument("--overwrite", action="store_true",
                    help="start a fresh result file instead of resuming (discards finished samples)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -217,7 +227,51 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     if solver_cls.uses_prior:
         hyper["prompt"] = solver_cls.default_prompt
         hyper["prior"] = {"name": prior_path.resolve().name, "fingerprint": prior_fingerprint(prior_path)}
+        hyper["tiling"] = {"mode": args.tiles, "stride": args.tile_stride, "tile_batch": args.tile_batch,
+                           "vae_tile": args.vae_tile}
+    elif args.tiles != "none" or args.vae_tile:
+        raise CLIError(f"--tiles and --vae-tile apply to the diffusion solvers; {solver_cls.__name__} uses no prior")
     return solver_cls, config, task, prior_path, hyper
+
+
+def adapted_prior(prior, image_shape, tiles: str = "none", stride=None, tile_batch=None, vae_tile=None):
+    """The prior the solver runs on for images ``(H, W, C)``: ``prior`` itself, or wrapped in a
+    :class:`~diffprior.priors.tiled.TiledPrior` (``tiles``, ``stride``, ``tile_batch``,
+    ``vae_tile``) and an :class:`~diffprior.priors.adapt.ImageAdapter` (grayscale images,
+    sizes off the grid: reflect-padded to a multiple of the autoencoder's factor, and, for a
+    whole-latent evaluation, of the UNet's downsamplings too). Returns ``(prior, notes)``.
+
+    Raises:
+        CLIError: a setting does not fit the images (one line naming the values).
+    """
+    from ..priors.adapt import adapter_for
+    from ..priors.tiled import TiledPrior
+
+    notes = []
+    h, w, c = (int(v) for v in image_shape)
+    f = int(getattr(prior, "downsample_factor", 1))
+    unet = getattr(prior, "unet", None)
+    levels = len(getattr(getattr(unet, "config", None), "block_out_channels", (0,)))
+    multiple = f if tiles != "none" else f * 2 ** max(0, levels - 1)
+    try:
+        inner = prior
+        if tiles != "none" or vae_tile:
+            inner = TiledPrior(prior, stride=stride, mode=tiles, tile_batch=tile_batch, vae_tile=vae_tile)
+        out = adapter_for(inner, (h, w, c), multiple=multiple)
+        ph, pw = (h, w) if out is inner else out.padded_size(h, w)
+        if tiles != "none":
+            win, st, starts = inner.windows((ph // f, pw // f))
+            notes.append(f"tiles: {tiles}, {len(starts)} windows of {win} x {win} latent pixels, stride {st}")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if out is not inner:
+        what = []
+        if c != 3:
+            what.append(f"{c}-channel images replicated into the prior's 3 channels and averaged back")
+        if (ph, pw) != (h, w):
+            what.append(f"{h} x {w} reflect-padded to {ph} x {pw} and cropped back")
+        notes.append("images adapted to the prior: " + "; ".join(what))
+    return out, notes
 
 
 def _check_writable(out: Path) -> None:
@@ -272,6 +326,9 @@ def run(args) -> None:
         pending = np.arange(N)
     n_before = N - pending.size
     prior = _load_prior(prior_path) if solver_cls.uses_prior else None  # a bad prior fails before any write
+    notes = []
+    if prior is not None:
+        prior, notes = adapted_prior(prior, image_shape, args.tiles, args.tile_stride, args.tile_batch, args.vae_tile)
     if writer is None:
         writer = ResultWriter(out, mode=WriteMode.OVERWRITE if args.overwrite else WriteMode.RESUME, **writer_kw)
     B = min(args.batch, N)
@@ -284,6 +341,8 @@ def run(args) -> None:
     print(f"solving {pending.size} of {N} samples with {label}, {steps}batch {B}, seed {args.seed}"
           + (f", prior {prior_path}" if solver_cls.uses_prior else "") + f" -> {out}"
           + (f" ({n_before} already done)" if n_before else ""), file=sys.stderr)
+    for note in notes:
+        print(f"  {note}", file=sys.stderr)
 
     from tqdm.auto import tqdm
 
