@@ -32,13 +32,17 @@ latent_a() {
   # motion deblurring's preset uses the Adam-like update (Table 6), whose steps are an order smaller
   $T --solvers p2l --params step_size --tasks motion-deblur --n 10 --grid 0.003 0.01 0.03 0.1 0.3 1.0
   $T --solvers p2l --params projection_weight --tasks sr4-avg gauss-deblur motion-deblur --n 10
-  $T --solvers p2l --params prompt_shift_step projection_cg_iters eta --tasks sr4-avg --n 10
+  $T --solvers p2l --params prompt_shift_step projection_cg_iters --tasks sr4-avg --n 10
+  # LDPS plus prompt tuning (the prompt-only rows): its own K and learning rate, on Table 1's tasks
+  $T --solvers ldps-pt --params prompt_lr prompt_iters --tasks sr4-avg inpaint-random --n 10
 }
-# the latent baselines, and P2L's inpainting step
+# the latent baselines, and P2L's inpainting step; eta is searched on LDPS only and given to
+# every latent solver (diffprior/solvers/tuned.py), so the other searches run at LDPS's eta
 latent_b() {
   $T --solvers ldps --params step_size eta --tasks $ALL
-  $T --solvers gmldps --params fixed_point_weight --tasks sr4-avg inpaint-freeform
-  $T --solvers psld --params gluing_weight --tasks sr4-avg inpaint-freeform
+  $T --solvers ldir --params step_size --tasks $ALL
+  $T --solvers gmldps --params fixed_point_weight --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform
+  $T --solvers psld --params gluing_weight --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform
   $T --solvers p2l --params step_size --tasks inpaint-freeform --n 10
 }
 
