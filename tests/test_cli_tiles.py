@@ -50,6 +50,11 @@ def test_grayscale_images_off_the_grid_go_through_the_rgb_prior(problems, capsys
     assert "1-channel images replicated" in err and "21 x 29 reflect-padded to 22 x 30" in err
     res = read_result(problems / "gray_out.h5")
     assert res.reconstruction.shape == (2, 21, 29, 1) and np.all(np.isfinite(res.reconstruction))
+    fig = problems / "gray.png"
+    assert main(["report", str(problems / "gray_out.h5"), "--figure", str(fig), "--no-lpips"]) == 0
+    assert "noise floor" in capsys.readouterr().out
+    image = np.asarray(Image.open(fig))
+    assert image.shape[0] > image.shape[1] * 0.5  # two rows of wide (29 x 21) panels, not squashed
     # the whole latent at once (no tiles): padded to the UNet's grid too (factor 2 x 2 levels)
     assert _solve(problems, "gray.h5", "gray_whole.h5") == 0
     assert "21 x 29 reflect-padded to 24 x 32" in capsys.readouterr().err

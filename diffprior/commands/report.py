@@ -147,7 +147,9 @@ def comparison_figure(path, measurement, reconstruction, ground_truth, names, me
     if ground_truth is not None:
         cols.append(("ground truth", ground_truth))
     image_like = operator_class != "CT"
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.4 * len(cols), 2.4 * len(rows)), squeeze=False)
+    h, w = reconstruction.shape[1:3]
+    pw, ph = panel_inches(h, w)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(pw * len(cols), (ph + 0.5) * len(rows)), squeeze=False)
     for r, n in enumerate(rows):
         for c, (title, arr) in enumerate(cols):
             ax = axes[r, c]
@@ -155,7 +157,11 @@ def comparison_figure(path, measurement, reconstruction, ground_truth, names, me
                 img, cmap = _as_display(arr[n], image_like)
             else:
                 img, cmap = np.nan_to_num(np.clip(arr[n], 0.0, 1.0)), None
-            ax.imshow(img, cmap=cmap, interpolation="nearest", aspect="auto" if cmap and not image_like else None)
+            if img.ndim == 3 and img.shape[-1] == 1:
+                img, cmap = img[..., 0], "gray"  # grayscale images
+            ax.imshow(img, cmap=cmap, vmin=0 if cmap and image_like else None, vmax=1 if cmap and image_like else None,
+                      interpolation="nearest" if max(h, w) <= 256 else "antialiased",
+                      aspect="auto" if cmap and not image_like else None)
             ax.set_xticks([])
             ax.set_yticks([])
             label = title
@@ -165,8 +171,20 @@ def comparison_figure(path, measurement, reconstruction, ground_truth, names, me
             if c == 0:
                 ax.set_ylabel(f"{n}: {names[n]}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
+
+
+#: Resolution of the comparison figure: a panel shows up to 6 inches of pixels at this dpi.
+FIGURE_DPI = 100
+
+
+def panel_inches(h: int, w: int) -> tuple:
+    """A panel's ``(width, height)`` in inches for ``h x w`` images: the image at its own pixel
+    size at :data:`FIGURE_DPI` between 2.4 and 6 inches on its longer side (small images
+    enlarged, photographs shown at up to 600 pixels), keeping its aspect ratio."""
+    side = min(6.0, max(2.4, max(h, w) / FIGURE_DPI))
+    return (side, side * h / w) if w >= h else (side * w / h, side)
 
 
 def run(args) -> None:
