@@ -234,46 +234,6 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     return solver_cls, config, task, prior_path, hyper
 
 
-def adapted_prior(prior, image_shape, tiles: str = "none", stride=None, tile_batch=None, vae_tile=None):
-    """The prior the solver runs on for images ``(H, W, C)``: ``prior`` itself, or wrapped in a
-    :class:`~diffprior.priors.tiled.TiledPrior` (``tiles``, ``stride``, ``tile_batch``,
-    ``vae_tile``) and an :class:`~diffprior.priors.adapt.ImageAdapter` (grayscale images,
-    sizes off the grid: reflect-padded to a multiple of the autoencoder's factor, and, for a
-    whole-latent evaluation, of the UNet's downsamplings too). Returns ``(prior, notes)``.
-
-    Raises:
-        CLIError: a setting does not fit the images (one line naming the values).
-    """
-    from ..priors.adapt import adapter_for
-    from ..priors.tiled import TiledPrior
-
-    notes = []
-    h, w, c = (int(v) for v in image_shape)
-    f = int(getattr(prior, "downsample_factor", 1))
-    unet = getattr(prior, "unet", None)
-    levels = len(getattr(getattr(unet, "config", None), "block_out_channels", (0,)))
-    multiple = f if tiles != "none" else f * 2 ** max(0, levels - 1)
-    try:
-        inner = prior
-        if tiles != "none" or vae_tile:
-            inner = TiledPrior(prior, stride=stride, mode=tiles, tile_batch=tile_batch, vae_tile=vae_tile)
-        out = adapter_for(inner, (h, w, c), multiple=multiple)
-        ph, pw = (h, w) if out is inner else out.padded_size(h, w)
-        if tiles != "none":
-            win, st, starts = inner.windows((ph // f, pw // f))
-            notes.append(f"tiles: {tiles}, {len(starts)} windows of {win} x {win} latent pixels, stride {st}")
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    if out is not inner:
-        what = []
-        if c != 3:
-            what.append(f"{c}-channel images replicated into the prior's 3 channels and averaged back")
-        if (ph, pw) != (h, w):
-            what.append(f"{h} x {w} reflect-padded to {ph} x {pw} and cropped back")
-        notes.append("images adapted to the prior: " + "; ".join(what))
-    return out, notes
-
-
 def _check_writable(out: Path) -> None:
     """Refuse an --out whose folder is missing or not writable, before any work."""
     folder = out.parent if str(out.parent) else Path(".")
@@ -328,7 +288,13 @@ def run(args) -> None:
     prior = _load_prior(prior_path) if solver_cls.uses_prior else None  # a bad prior fails before any write
     notes = []
     if prior is not None:
-        prior, notes = adapted_prior(prior, image_shape, args.tiles, args.tile_stride, args.tile_batch, args.vae_tile)
+        from ..priors.adapt import prior_for_images
+
+        try:
+            prior, notes = prior_for_images(prior, image_shape, args.tiles, args.tile_stride, args.tile_batch,
+                                            args.vae_tile)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
     if writer is None:
         writer = ResultWriter(out, mode=WriteMode.OVERWRITE if args.overwrite else WriteMode.RESUME, **writer_kw)
     B = min(args.batch, N)

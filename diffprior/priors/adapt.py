@@ -140,4 +140,44 @@ def adapter_for(prior, image_shape: Sequence[int], multiple: int | None = None):
     return ImageAdapter(prior, prior_channels=prior_c, channels=c, multiple=m, image_hw=(h, w))
 
 
-__all__ = ["ImageAdapter", "adapter_for"]
+def prior_for_images(prior, image_shape: Sequence[int], tiles: str = "none", stride=None, tile_batch=None,
+                     vae_tile=None):
+    """The prior a solver runs on for images ``(H, W, C)``: ``prior`` itself, or wrapped in a
+    :class:`~diffprior.priors.tiled.TiledPrior` (``tiles`` "multidiffusion" or "mixture",
+    ``stride``, ``tile_batch``, ``vae_tile``) and an :class:`ImageAdapter` (grayscale images;
+    sizes off the grid, reflect-padded to a multiple of the autoencoder's factor and, for a
+    whole-latent evaluation, of the UNet's downsamplings too). ``diffprior solve`` and the
+    benchmarks use it.
+
+    Returns:
+        ``(prior, notes)``: the prior and what was done, one line each.
+
+    Raises:
+        ValueError: a setting does not fit the images (one line naming the values).
+    """
+    from .tiled import TiledPrior
+
+    notes = []
+    h, w, c = (int(v) for v in image_shape)
+    f = int(getattr(prior, "downsample_factor", 1))
+    levels = len(getattr(getattr(getattr(prior, "unet", None), "config", None), "block_out_channels", (0,)))
+    multiple = f if tiles != "none" else f * 2 ** max(0, levels - 1)
+    inner = prior
+    if tiles != "none" or vae_tile:
+        inner = TiledPrior(prior, stride=stride, mode=tiles, tile_batch=tile_batch, vae_tile=vae_tile)
+    out = adapter_for(inner, (h, w, c), multiple=multiple)
+    ph, pw = (h, w) if out is inner else out.padded_size(h, w)
+    if tiles != "none":
+        win, st, starts = inner.windows((ph // f, pw // f))
+        notes.append(f"tiles: {tiles}, {len(starts)} windows of {win} x {win} latent pixels, stride {st}")
+    if out is not inner:
+        what = []
+        if c != 3:
+            what.append(f"{c}-channel images replicated into the prior's 3 channels and averaged back")
+        if (ph, pw) != (h, w):
+            what.append(f"{h} x {w} reflect-padded to {ph} x {pw} and cropped back")
+        notes.append("images adapted to the prior: " + "; ".join(what))
+    return out, notes
+
+
+__all__ = ["ImageAdapter", "adapter_for", "prior_for_images"]

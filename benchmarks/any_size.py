@@ -1,0 +1,277 @@
+"""The paper's arbitrary-resolution experiment (Sec. 4, Fig. 3, Fig. 7, App. D) on the bundled prior.
+
+The bundled prior is trained on 32 x 32 images (8 x 8 latents). Here it restores BSDS500
+photographs made 1.5x (48 x 48: the paper's ratio of 768 to 512) and 3x (96 x 96) its size by
+downscaling the shorter side and cutting the centre, on the tasks ``sr4-avg``,
+``motion-deblur`` and ``inpaint-freeform`` at sigma = 0.005, with:
+
+* ``ldps`` -- LDPS on the whole latent (the paper's "vanilla"), one UNet evaluation per step;
+* ``ldps-md`` / ``ldps-mod`` -- LDPS on overlapping 8 x 8 latent windows, stride 4, blended by
+  MultiDiffusion / Mixture of Diffusers (:class:`diffprior.priors.tiled.TiledPrior`);
+* ``p2l`` -- P2L on the whole latent, its projection on the whole image;
+* ``p2l-md`` -- P2L with MultiDiffusion windows (the paper's Fig. 7);
+* ``tv-admm``, ``pnp-admm`` -- the classic baselines, for scale.
+
+Presets: the ``Dataset.CIFAR10`` presets of every solver (searched at 32 px on CIFAR-10; not
+searched again at these sizes). Images: ``val/`` of ``../shared/data/bsds500/train_val.tar.gz``
+(100 photographs; ``train/`` is for tuning and is not used here). Each (size, task, method) is
+one result file, ``OUT/results/<size>__<task>__<method>.h5`` (resumable image by image); the
+summary ``any_size.md`` / ``any_size.json`` has mean LPIPS, PSNR and SSIM ± standard error, the
+measurement residual, UNet evaluations per image, seconds per image and peak RSS.
+
+``--cost`` instead times LDPS and P2L (one image each, mixture tiles and whole latent) at 64,
+128 and 256 pixels and on one full 481 x 321 photograph (cut to 480 x 320 for the 4x pooling),
+into ``cost.md``, and draws that photograph's SR x4 restoration (``full_size.png``).
+
+Usage::
+
+    python benchmarks/any_size.py --sizes 48 96 --n 100          # hours of CPU; resumable
+    python benchmarks/any_size.py --cost
+    python benchmarks/any_size.py --summary-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import tarfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from _common import RESULTS, ROOT, SIGMA, PeakRSS, measure, run_result, se, solver_config
+
+DATA = ROOT.parent / "shared" / "data" / "bsds500" / "train_val.tar.gz"
+TASKS = ("sr4-avg", "motion-deblur", "inpaint-freeform")
+METHODS = ("ldps", "ldps-md", "ldps-mod", "p2l", "p2l-md", "tv-admm", "pnp-admm")
+#: method -> (solver registry name, tiling mode)
+SPECS = {"ldps": ("ldps", "none"), "ldps-md": ("ldps", "multidiffusion"), "ldps-mod": ("ldps", "mixture"),
+         "p2l": ("p2l", "none"), "p2l-md": ("p2l", "multidiffusion"), "tv-admm": ("tv-admm", None),
+         "pnp-admm": ("pnp-admm", None)}
+
+
+@dataclasses.dataclass
+class Photos:
+    images: list
+    names: list
+
+
+def read_bsds(split: str = "val", data: Path = DATA, limit: int | None = None) -> Photos:
+    """The ``split`` photographs of the BSDS500 archive as float32 ``(H, W, 3)`` in ``[0, 1]``,
+    sorted by name."""
+    from PIL import Image
+
+    if not Path(data).is_file():
+        raise SystemExit(f"any_size: no BSDS500 archive at {data} (see ../shared/data/bsds500/README.md)")
+    items = []
+    with tarfile.open(data) as tar:
+        for m in tar.getmembers():
+            parts = Path(m.name).parts
+            if m.isfile() and len(parts) >= 2 and parts[-2] == split and m.name.lower().endswith(".jpg"):
+                items.append((parts[-1], tar.extractfile(m).read()))
+    items.sort()
+    items = items[:limit] if limit else items
+    return Photos([np.asarray(Image.open(io.BytesIO(b)).convert("RGB"), np.float32) / 255.0 for _, b in items],
+                  [n for n, _ in items])
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """Downscale so that the shorter side is ``size`` (bicubic), then cut the centred square."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = size / min(h, w)
+    im = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    a = np.asarray(im, np.float32) / 255.0
+    r, c = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+    return a[r:r + size, c:c + size]
+
+
+def problem_for(task: str, images: np.ndarray, names, seed: int = 0):
+    """A :class:`diffprior.io.Problem` of ``images`` (one operator draw per image, keyed by its
+    index) with sigma = 0.005 noise keyed by the image's name."""
+    import jax
+
+    from operators import describe
+
+    from diffprior.io import Problem
+    from diffprior.tasks import TASKS as PRESETS
+
+    shape = images.shape[1:]
+    A = PRESETS[task].build_batch(shape, jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(task.encode())),
+                                  len(images))
+    y = np.stack([np.asarray(m) for m in _measure_each(A, images, names)])
+    return Problem(measurement=y, operator=describe(A), noise_sigma=SIGMA, ground_truth=images,
+                   seeds=np.arange(len(images)), names=list(names), task=task,
+                   per_sample_keys=tuple(A.data_fields) if A.per_sample else ())
+
+
+def _measure_each(A, images, names):
+    for i in range(len(images)):
+        Ai = A.sample(i) if len(A.input_shape) == 4 else A
+        yield measure(Ai, images[i:i + 1], names[i:i + 1])[0]
+
+
+def method_setup(method: str, task: str, prior, shape, tile_batch: int | None = None):
+    """``(solver class, config, prior or None, UNet evaluations per step)`` of a method."""
+    from diffprior.priors.adapt import prior_for_images
+    from diffprior.solvers import SOLVERS
+
+    name, tiles = SPECS[method]
+    cls = SOLVERS[name]
+    cfg = solver_config(cls, task)
+    if tiles is None:
+        return cls, cfg, None, 0
+    p, _ = prior_for_images(prior, shape, tiles, tile_batch=tile_batch)
+    f = int(prior.downsample_factor)
+    windows = p.evaluations((shape[0] // f, shape[1] // f)) if hasattr(p, "evaluations") else 1
+    return cls, cfg, p, windows
+
+
+def nfe(cfg, steps: int, windows: int) -> int:
+    pt = getattr(cfg, "prompt", None)
+    per = 1 + (pt.iters if pt is not None else 0)
+    return steps * per * windows
+
+
+def run_setting(prior, size: int, task: str, method: str, photos: Photos, steps: int, batch: int, out: Path,
+                tile_batch=None) -> None:
+    from _common import image_keys
+
+    images = np.stack([square(x, size) for x in photos.images])
+    problem = problem_for(task, images, photos.names)
+    cls, cfg, p, windows = method_setup(method, task, prior, images.shape[1:], tile_batch)
+    hyper = {"method": method, "task": task, "size": size, "config": cfg.to_json(), "images": photos.names,
+             "tiles": SPECS[method][1], "windows": windows, "nfe": nfe(cfg, steps, windows) if p is not None else 0}
+    if p is not None:
+        hyper["steps"] = steps
+    run_result(out / "results" / f"{size}__{task}__{method}.h5", problem, cls, cfg, hyperparameters=hyper, prior=p,
+               steps=steps, keys=image_keys(photos.names), batch=batch, label=f"{method} {task} {size}px")
+
+
+def summarize(out: Path) -> list:
+    from diffprior.io import read_result
+
+    rows = []
+    for path in sorted((out / "results").glob("*__*__*.h5")):
+        r = read_result(path)
+        h = r.hyperparameters
+        done = r.done & np.isfinite(r.metrics.get("psnr", np.full(len(r.done), np.nan)))
+        if not done.any():
+            continue
+        row = {"size": h["size"], "task": h["task"], "method": h["method"], "steps": h.get("steps"), "n": int(done.sum()),
+               "nfe": h["nfe"], "windows": h["windows"], "seconds": float(np.mean(r.wall_time[done])),
+               "peak_rss_mb": float(np.nanmax(r.metrics["peak_rss_mb"][done]))}
+        for k in ("lpips", "psnr", "ssim", "residual"):
+            v = r.metrics[k][done] if k in r.metrics else np.array([np.nan])
+            row[k], row[k + "_se"] = float(np.mean(v)), se(v)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["size"], TASKS.index(r["task"]), METHODS.index(r["method"])))
+    (out / "any_size.json").write_text(json.dumps(rows, indent=1) + "\n")
+    lines = ["# Larger images than the prior's (bundled prior, BSDS500 val, sigma = 0.005)", "",
+             "Produced by `python benchmarks/any_size.py`. Mean ± standard error over images; `nfe`: UNet "
+             "evaluations per image (windows x steps x (1 + K)); `s/img`: wall seconds per image, solving only; "
+             "`RSS`: peak resident memory of the process (MB); `|y-Ax|`: measurement residual.", "",
+             "| size | task | method | steps | n | LPIPS | PSNR | SSIM | \\|y-Ax\\| | nfe | s/img | RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['task']} | {r['method']} | {r['steps'] or '-'} | {r['n']} | {r['lpips']:.4f} ± {r['lpips_se']:.4f} "
+                     f"| {r['psnr']:.2f} ± {r['psnr_se']:.2f} | {r['ssim']:.3f} ± {r['ssim_se']:.3f} "
+                     f"| {r['residual']:.3f} | {r['nfe']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
+    (out / "any_size.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def cost(prior, out: Path, steps: int, photos: Photos) -> None:
+    """``cost.md``: s/image and peak RSS of LDPS and P2L (whole latent and mixture tiles) on one
+    image at 64, 128 and 256 px and one full photograph; ``full_size.png``: its SR x4."""
+    import jax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffprior.priors.adapt import prior_for_images
+    from diffprior.solvers import LDPS, P2L
+
+    full = photos.images[0]
+    full = full[: full.shape[0] // 4 * 4, : full.shape[1] // 4 * 4]
+    lines = ["# Cost of larger images (bundled prior, one image, sr4-avg, 25 DDIM steps)", "",
+             "Produced by `python benchmarks/any_size.py --cost`: wall seconds for one image (compilation excluded) "
+             "and the process's peak resident memory during the solve.", "",
+             "| image | method | tiles | windows | s/image | peak RSS (MB) |", "|---|---|---|---|---|---|"]
+    for label, image in [(f"{s}x{s}", square(photos.images[0], s)) for s in (64, 128, 256)] + \
+            [(f"{full.shape[1]}x{full.shape[0]} (full)", full)]:
+        problem = problem_for("sr4-avg", image[None], photos.names[:1])
+        for cls in (LDPS, P2L):
+            for tiles in ("none", "mixture"):
+                from diffprior.runner import problem_operator
+
+                p, notes = prior_for_images(prior, image.shape, tiles, tile_batch=16)
+                cfg = solver_config(cls, "sr4-avg")
+                s = cls(y=problem.measurement, A=problem_operator(problem), prior=p, key=jax.random.PRNGKey(0),
+                        num_steps=steps, config=cfg, progress=False)
+                with PeakRSS() as mem:
+                    s.compile()
+                    t0 = time.perf_counter()
+                    x = np.asarray(s.solve())
+                    dt = time.perf_counter() - t0
+                    rss = mem.take()
+                win = p.evaluations((image.shape[0] // 4, image.shape[1] // 4)) if hasattr(p, "evaluations") else 1
+                lines.append(f"| {label} | {cls.__name__} | {tiles} | {win} | {dt:.1f} | {rss:.0f} |")
+                print(lines[-1], flush=True)
+                if label.endswith("(full)") and cls is P2L and tiles == "mixture":
+                    fig, ax = plt.subplots(1, 3, figsize=(3 * full.shape[1] / 100, full.shape[0] / 100 + 0.4))
+                    y = problem.measurement[0]
+                    for a, im, t in zip(ax, (np.kron(y, np.ones((4, 4, 1))), x[0], image),
+                                        ("measurement (4x pooled, shown enlarged)", "P2L + mixture tiles", "ground truth")):
+                        a.imshow(np.clip(im, 0, 1))
+                        a.set_title(t, fontsize=9)
+                        a.axis("off")
+                    fig.tight_layout()
+                    fig.savefig(out / "full_size.png", dpi=100)
+                    plt.close(fig)
+    (out / "cost.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--sizes", type=int, nargs="+", default=[48, 96])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--n", type=int, default=100, help="val photographs (all 100 by default)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--tile-batch", type=int, default=None)
+    p.add_argument("--out", default=str(RESULTS / "any_size"))
+    p.add_argument("--cost", action="store_true", help="the cost table and the full-size figure only")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if not args.summary_only:
+        from diffprior.prior import LatentDiffusionPrior
+
+        prior = LatentDiffusionPrior.bundled()
+        photos = read_bsds("val", Path(args.data), args.n)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.cost:
+            cost(prior, out, args.steps, photos)
+            return
+        for size in args.sizes:
+            for task in args.tasks:
+                for m in args.methods:
+                    run_setting(prior, size, task, m, photos, args.steps, args.batch, out, args.tile_batch)
+                summarize(out)
+    rows = summarize(out)
+    print((out / "any_size.md").read_text())
+    print(f"wrote {out}/any_size.md ({len(rows)} rows)")
+
+
+if __name__ == "__main__":
+    main()
