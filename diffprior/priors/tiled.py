@@ -110,26 +110,35 @@ def _chunks(n: int, size: int | None) -> int:
     return 1 if size is None or size >= n else -(-n // int(size))
 
 
+def _window_index(starts, tile: int, width: int, scale: int = 1) -> np.ndarray:
+    """Flat positions ``(K, tile, tile)`` of the windows at ``starts`` (times ``scale``) in a
+    row-major canvas ``width`` wide: one gather or scatter serves all windows, so the compiled
+    program does not grow with their number."""
+    r0 = np.array([r * scale for r, _ in starts])[:, None, None]
+    c0 = np.array([c * scale for _, c in starts])[:, None, None]
+    rows = r0 + np.arange(tile)[None, :, None]
+    cols = c0 + np.arange(tile)[None, None, :]
+    return (rows * width + cols).astype(np.int32)
+
+
 def _blend(pieces, starts, tile: int, weights: np.ndarray, out_hw: Sequence[int], scale: int = 1):
     """:math:`\\sum_k W_k^T (w \\odot p_k) / \\sum_k W_k^T w`: the pieces ``(N, K, tile, tile, C)``
-    put back at ``starts`` (times ``scale``) on an ``out_hw`` canvas and normalised."""
-    n, c = pieces.shape[0], pieces.shape[-1]
-    w_j = jnp.asarray(weights, pieces.dtype)[None, :, :, None]
-    canvas = jnp.zeros((n, int(out_hw[0]), int(out_hw[1]), c), pieces.dtype)
-    total = np.zeros(tuple(int(v) for v in out_hw), np.float64)
-    for i, (r, col) in enumerate(starts):
-        r, col = r * scale, col * scale
-        cur = lax.dynamic_slice(canvas, (0, r, col, 0), (n, tile, tile, c))
-        canvas = lax.dynamic_update_slice(canvas, cur + w_j * pieces[:, i], (0, r, col, 0))
-        total[r:r + tile, col:col + tile] += weights
-    return canvas / jnp.asarray(total, pieces.dtype)[None, :, :, None]
+    put back at ``starts`` (times ``scale``) on an ``out_hw`` canvas (one scatter-add) and
+    normalised."""
+    n, k, c = pieces.shape[0], pieces.shape[1], pieces.shape[-1]
+    h, w = int(out_hw[0]), int(out_hw[1])
+    idx = _window_index(starts, tile, w, scale)
+    weighted = pieces * jnp.asarray(weights, pieces.dtype)[None, None, :, :, None]
+    canvas = jnp.zeros((n, h * w, c), pieces.dtype).at[:, idx.ravel()].add(weighted.reshape(n, k * tile * tile, c))
+    total = np.bincount(idx.ravel(), weights=np.broadcast_to(weights, idx.shape).ravel(), minlength=h * w)
+    return (canvas / jnp.asarray(total, pieces.dtype)[None, :, None]).reshape(n, h, w, c)
 
 
 def _cut(a, starts, tile: int, scale: int = 1):
-    """The windows ``(N, K, tile, tile, C)`` of ``a`` at ``starts`` (times ``scale``)."""
-    n, c = a.shape[0], a.shape[-1]
-    return jnp.stack([lax.dynamic_slice(a, (0, r * scale, col * scale, 0), (n, tile, tile, c)) for r, col in starts],
-                     axis=1)
+    """The windows ``(N, K, tile, tile, C)`` of ``a`` at ``starts`` (times ``scale``), one gather."""
+    n, h, w, c = a.shape
+    idx = _window_index(starts, tile, w, scale)
+    return a.reshape(n, h * w, c)[:, idx.ravel()].reshape((n,) + idx.shape + (c,))
 
 
 def linear_ramp_weights(size: int, overlap: int) -> np.ndarray:
@@ -284,8 +293,9 @@ class TiledPrior:
         starts = layout(lat, t_lat, max(1, t_lat - t_lat // 4))
         t_in, t_out = (t_lat * f, t_lat) if down else (t_lat, t_lat * f)
         s_in, s_out = (f, 1) if down else (1, f)
-        pieces = jnp.stack([fn(lax.dynamic_slice(a, (0, r * s_in, c * s_in, 0), (a.shape[0], t_in, t_in, a.shape[3])))
-                            for r, c in starts], axis=1)
+        tiles = _cut(a, starts, t_in, s_in)  # (N, K, t_in, t_in, C)
+        pieces = lax.map(fn, jnp.moveaxis(tiles, 1, 0))  # one autoencoder call per tile, in sequence
+        pieces = jnp.moveaxis(pieces, 0, 1)
         overlap = (t_lat // 4) * s_out
         out_hw = (lat[0] * s_out, lat[1] * s_out)
         return _blend(pieces, starts, t_out, linear_ramp_weights(t_out, overlap), out_hw, scale=s_out)
