@@ -14,23 +14,28 @@ What was searched, and why:
 
 * values the paper does not give or that are unreadable: the baselines' static step
   :math:`\\rho` (LDPS; GML-DPS and PSLD take LDPS's, as the paper gives them the same one),
-  GML-DPS's and PSLD's regulariser weights :math:`\\gamma`, DDIM's :math:`\\eta` (LDPS and
-  P2L), P2L's prompt learning rate, its shift step :math:`\\zeta` (Eqs. 18-19) and the CG
-  iterations of its projection, the ADMM baselines' weights;
+  GML-DPS's and PSLD's regulariser weights :math:`\\gamma` (on every task), DDIM's
+  :math:`\\eta` (once per task, on LDPS, and given to every latent solver: see below), P2L's
+  prompt learning rate, its shift step :math:`\\zeta` (Eqs. 18-19) and the CG iterations of its
+  projection, the ADMM baselines' weights;
 * values the paper gives for Stable Diffusion but whose scale belongs to the model or the
-  operator: P2L's step sizes (around Table 6's 0.5 for Gaussian deblurring, for instance, P2L
-  breaks down on this prior: 13 dB at 0.3, 8 dB at 1.0) and the projection weight :math:`\\lambda` (relative to
-  :math:`\\|A\\|^2`; with 4x average pooling :math:`AA^T = I/16`).
+  operator: every solver's step size (P2L's: around Table 6's 0.5 for Gaussian deblurring, for
+  instance, P2L breaks down on this prior: 13 dB at 0.3, 8 dB at 1.0; LDIR's, whose
+  Adam-normalised step moves every latent element by about :math:`\\rho` per step, from
+  App. B.3's 0.05/0.1 to a grid from 0.003 to 1) and the projection weight :math:`\\lambda`;
+* the prompt-only setting (the paper's Table 1 "tuned prompt" and Table 5 "prompt tuning only"
+  rows): LDPS's own preset plus prompt tuning, whose :math:`K` and learning rate were searched
+  for that setting (``LDPS+PT``; P2L's values, found with the projection on, do not carry over).
 
-Search settings: 25 DDIM steps, sigma = 0.005; 20 tuning images for LDPS, GML-DPS, PSLD and
-TV-ADMM, 10 for P2L and PnP-ADMM (each costs several LDPS runs). Every search that uses the
-diffusion prior ran on the shipped weights (each entry of ``tuning.json`` names them by a
-fingerprint, and a test compares it with the package's); the ADMM searches do not use the prior.
-Where the choice is a grid edge the results say so: TV-ADMM's weight for deblurring (LPIPS
-flat below 1e-3: the 50 iterations regularise), PnP-ADMM's penalty (LPIPS still falling at
-0.002 while PSNR peaks at 0.005), P2L's :math:`\\lambda` (0.001, the grid's smallest, for SR and
-both deblurring tasks; LPIPS flat within 0.003 from 0.001 to 0.01) and P2L's step for motion deblurring (0.003, the
-grid's smallest; within 0.002 LPIPS of 0.01 and 0.03).
+The same rules for every compared solver: one :math:`\\eta` per task for all latent solvers
+(the paper runs them with one, Sec. 4.1), the same number of steps in every benchmark, and each
+solver's own starting prompt (the empty prompt for LDPS, GML-DPS, PSLD, LDIR and LDPS with
+prompt tuning; "A high quality photo" for P2L).
+
+:math:`\\lambda` relative to the operator (:math:`\\lambda / \\|A\\|^2`, the convention of
+``ProximalProjection(relative=True)``; 4x average pooling has :math:`\\|A\\|^2 = 1/16`, the
+normalised blurs and the masks 1): P2L's SR 0.001 is 0.016 relative, its deblurring 0.001 is
+0.001, its inpainting (Table 6's) 0.1 is 0.1.
 
 ``P2LConfig.for_task(task, Dataset.CIFAR10)`` (and the same for the other solvers) applies
 these values on top of the ImageNet preset.
