@@ -6,20 +6,27 @@ sigma 1 px: the paper's 61 x 61, sigma 3 at 256 px scaled to 32 px with a floor)
 ``motion-deblur`` (7 x 7 camera-shake kernel, intensity 0.5), ``inpaint-freeform`` (10-20 %
 missing) and ``inpaint-random`` (80 % missing).
 
-Methods (every diffusion method runs the same number of DDIM steps, ``--steps``; solver
-hyperparameters are the ``Dataset.CIFAR10`` presets of :mod:`diffprior.solvers.tuned`, chosen
-on separate tuning images; nothing is selected against the ground truth):
+Methods (every diffusion method runs the same number of DDIM steps, ``--steps``, with one
+DDIM eta per task; solver hyperparameters are the ``Dataset.CIFAR10`` presets of
+:mod:`diffprior.solvers.tuned`, chosen on separate tuning images under the same rules for every
+solver; nothing is selected against the ground truth):
 
 * Table 1 analog, LDPS with a fixed prompt: ``ldps`` (""), ``ldps-photo`` ("a photo"),
   ``ldps-oracle`` ("a photo of a <true class>"), ``ldps-wrong`` (a wrong class, fixed per
-  image), ``p2l-prompt-only`` (LDPS with the tuned prompt, started from P2L's "A high
-  quality photo": P2L without projection, the paper's "proposed" row) and ``p2l-photo``
-  (P2L, prompt tuning and projection, started from "a photo");
+  image), ``ldps-pt`` (LDPS's preset plus prompt tuning from "", its K and learning rate
+  searched for it: the paper's "tuned" row, LDPS with the tuned prompt and no projection) and
+  ``p2l-photo`` (P2L, prompt tuning and projection, started from "a photo");
 * Tables 2-3 analog: ``p2l`` (initial prompt "A high quality photo"), ``ldps``, ``gmldps``,
-  ``psld``, ``ldir``, ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
-* Table 5 analog: ``ldps``, ``p2l-prompt-only`` (no projection), ``p2l-proj-only`` (no
-  prompt tuning), ``p2l`` (both), ``p2l-gluing`` (PSLD-style gluing instead of the proximal
-  projection).
+  ``psld`` (its gluing the orthogonal projection onto the measurement set), ``ldir``,
+  ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
+* Table 5 analog: ``ldps``, ``ldps-pt`` (prompt tuning only), ``p2l-proj-only`` (no prompt
+  tuning), ``p2l`` (both), ``p2l-gluing`` (the gluing projection instead of the proximal one)
+  and ``p2l-adam-carry`` (P2L with Adam's moments carried between reverse steps instead of
+  restarted: whether the restart matters).
+
+The prompt-tuning methods also record, per image, how far the tuned embedding moved from its
+start and from the class prompts (:func:`embedding_drift`); every method records the
+measurement residual :math:`\\|y - A\\hat x\\|`, shown beside :math:`\\sigma\\sqrt{m}`.
 
 Tables run on the paper's tasks (``TABLE_TASKS``): Table 1 on ``sr4-avg`` and
 ``inpaint-random`` (the paper: SR and 80 % random inpainting), Tables 2-3 on all five, the
@@ -50,9 +57,12 @@ Previous format: runs before the result files appended per-image rows to ``OUT/r
 (columns :data:`FIELDS`), with ``OUT/run.json`` naming the weights and presets and
 ``OUT/examples/*.npz`` the first reconstructions. These are read but no longer written: the
 summaries merge the records of ``records.csv`` with the result files (a result file's image
-replaces the same record), so ``--summary-only`` still rebuilds the committed ``summary.md``
-and ``claims.md`` from them, and a run refuses to add to a folder whose ``run.json`` names other
-weights or presets.
+replaces the same record), and a run refuses to add to a folder whose ``run.json`` names other
+weights. When the presets change, ``benchmarks/legacy_configs.py`` writes
+``OUT/legacy_configs.json``, the configuration each legacy row ran with; a legacy row is then
+summarised only if that configuration is still the method's (:func:`legacy_carried`), and a
+result file whose configuration is no longer the preset is left out (:func:`stale_results`),
+so a table never mixes presets. Legacy rows keep no residual (shown as ``-``).
 
 Usage (the documented subset; measured: 18.6 and 15.9 minutes of wall time as two processes,
 one per core, ``taskset -c 0 ... --speed --tasks sr4-avg`` and ``taskset -c 1 ... --tasks
