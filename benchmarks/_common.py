@@ -254,6 +254,26 @@ def run_result(path: str | Path, problem, cls, config, *, hyperparameters: dict,
         writer.close()
 
 
+def result_means(path, keys=("lpips", "psnr", "ssim", "residual")):
+    """``(hyperparameters, stats)`` of a result file: over its finished images with a finite
+    PSNR, ``n``, the mean wall seconds, the peak RSS and ``<key>``/``<key>_se`` (mean and
+    standard error) for each metric of ``keys`` (NaN if the file lacks it); ``None`` when no
+    image is finished."""
+    from diffprior.io import read_result
+
+    r = read_result(path)
+    done = r.done & np.isfinite(r.metrics.get("psnr", np.full(len(r.done), np.nan)))
+    if not done.any():
+        return None
+    stats = {"n": int(done.sum()), "seconds": float(np.mean(r.wall_time[done])),
+             "peak_rss_mb": float(np.nanmax(r.metrics["peak_rss_mb"][done])) if "peak_rss_mb" in r.metrics
+             else float("nan")}
+    for k in keys:
+        v = r.metrics[k][done] if k in r.metrics else np.array([np.nan])
+        stats[k], stats[k + "_se"] = float(np.mean(v)), se(v)
+    return r.hyperparameters, stats
+
+
 def se(a) -> float:
     a = np.asarray(a, np.float64)
     return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")

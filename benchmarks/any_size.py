@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, ROOT, SIGMA, PeakRSS, measure, run_result, se, solver_config
+from _common import RESULTS, ROOT, SIGMA, PeakRSS, measure, result_means, run_result, solver_config
 
 DATA = ROOT.parent / "shared" / "data" / "bsds500" / "train_val.tar.gz"
 TASKS = ("sr4-avg", "motion-deblur", "inpaint-freeform")
@@ -155,22 +155,13 @@ def run_setting(prior, size: int, task: str, method: str, photos: Photos, steps:
 
 
 def summarize(out: Path) -> list:
-    from diffprior.io import read_result
-
     rows = []
     for path in sorted((out / "results").glob("*__*__*.h5")):
-        r = read_result(path)
-        h = r.hyperparameters
-        done = r.done & np.isfinite(r.metrics.get("psnr", np.full(len(r.done), np.nan)))
-        if not done.any():
-            continue
-        row = {"size": h["size"], "task": h["task"], "method": h["method"], "steps": h.get("steps"), "n": int(done.sum()),
-               "nfe": h["nfe"], "windows": h["windows"], "seconds": float(np.mean(r.wall_time[done])),
-               "peak_rss_mb": float(np.nanmax(r.metrics["peak_rss_mb"][done]))}
-        for k in ("lpips", "psnr", "ssim", "residual"):
-            v = r.metrics[k][done] if k in r.metrics else np.array([np.nan])
-            row[k], row[k + "_se"] = float(np.mean(v)), se(v)
-        rows.append(row)
+        got = result_means(path)
+        if got is not None:
+            h, stats = got
+            rows.append({"size": h["size"], "task": h["task"], "method": h["method"], "steps": h.get("steps"),
+                         "nfe": h["nfe"], "windows": h["windows"], **stats})
     rows.sort(key=lambda r: (r["size"], TASKS.index(r["task"]), METHODS.index(r["method"])))
     (out / "any_size.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = ["# Larger images than the prior's (bundled prior, BSDS500 val, sigma = 0.005)", "",
