@@ -106,6 +106,10 @@ EXAMPLES = 4  # images per task kept for the figure
 #: data fit :math:`\\|y - A\\hat x\\|` and the prompt-tuning methods' embedding drift
 #: (:func:`embedding_drift`). Legacy records have none of them.
 EXTRA = ("residual", "emb_drift", "emb_to_class", "emb_nearest_true")
+#: The committed per-image records of the result files (:func:`write_image_records`), and their columns.
+IMAGE_RECORDS = "image_records.csv"
+IMAGE_FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "peak_rss_mb",
+                *EXTRA, "config"]
 
 #: The paper's ImageNet numbers (Stable Diffusion v1.4, 1000 DDIM steps, 512 px) beside which
 #: ``claims.md`` puts ours: ``(table, task, our method, the paper's row, its figures)``. Table 1
@@ -193,10 +197,15 @@ def result_files(out: Path) -> list:
     return sorted((out / "results").glob("*__*.h5"))
 
 
+def config_digest(config_json: dict) -> str:
+    """A short digest of a configuration's JSON (the ``config`` column of ``image_records.csv``)."""
+    return hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def result_records(out: Path) -> list:
-    """One record per done image of every result file of ``out``, with the fields of the legacy
-    records (:data:`FIELDS`; ``steps`` None for the ADMM baselines, whose results do not depend
-    on it)."""
+    """One record per done image of every result file of ``out`` whose configuration is today's
+    preset, with the fields of :data:`IMAGE_FIELDS` (``steps`` None for the ADMM baselines, whose
+    results do not depend on it)."""
     from diffprior.io import read_result
 
     rows = []
@@ -210,21 +219,65 @@ def result_records(out: Path) -> list:
         if "method" not in h:
             continue
         nan = np.full(len(r.done), np.nan)
+        digest = config_digest(h["config"]) if h.get("config") is not None else ""
         for n in np.flatnonzero(r.done):
             rows.append({"method": h["method"], "task": h["task"], "image": h["images"][n],
                          "seed": seed_of(h["images"][n]), "steps": h.get("steps"),
                          **{k: float(r.metrics.get(k, nan)[n]) for k in ("psnr", "ssim", "lpips", "peak_rss_mb")},
                          "nfe": int(h["nfe"]), "seconds": float(r.wall_time[n]),
-                         **{k: float(v[n]) for k, v in r.metrics.items() if k in EXTRA}})
+                         **{k: float(v[n]) for k, v in r.metrics.items() if k in EXTRA}, "config": digest})
     return rows
 
 
+def read_image_records(out: Path) -> list:
+    """The committed per-image records of result files, ``out/image_records.csv`` (written by
+    :func:`write_image_records`), keeping only rows whose configuration digest is today's preset
+    (values as numbers; missing ones NaN)."""
+    path = out / IMAGE_RECORDS
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    want = {}
+    out_rows = []
+    for r in rows:
+        mt = (r["method"], r["task"])
+        if mt not in want:
+            try:
+                want[mt] = config_digest(current_config(*mt))
+            except KeyError:
+                want[mt] = None
+        if r["config"] != want[mt]:
+            continue
+        row = dict(r, steps=None if r["steps"] in ("", "None") else int(r["steps"]))
+        for k in ("psnr", "ssim", "lpips", "peak_rss_mb", "seconds") + EXTRA:
+            row[k] = float(r[k]) if r.get(k) not in (None, "") else float("nan")
+        row["nfe"] = int(r["nfe"])
+        out_rows.append(row)
+    return out_rows
+
+
+def write_image_records(out: Path, rows: list) -> None:
+    """``out/image_records.csv``: the per-image records of the result files (the result files
+    themselves, 3 MB each, stay out of the repository), so that the summaries can be rebuilt
+    from a clone."""
+    with open(out / IMAGE_RECORDS, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=IMAGE_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["task"], r["method"], str(r["steps"]), r["image"])):
+            w.writerow({k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else v)
+                        for k, v in r.items()})
+
+
 def records(out: Path, steps: int | None = None) -> list:
-    """Every per-image record of ``out``: the legacy ``records.csv`` merged with the result files
-    (a result file's image replaces the legacy record of the same method, task, image and steps);
-    with ``steps``, only records at that many DDIM steps (and the ADMM baselines')."""
+    """Every per-image record of ``out``, newest first: the result files, then the committed
+    ``image_records.csv`` (for method/task pairs without a local result file), then the legacy
+    ``records.csv`` (a newer record replaces the legacy one of the same method, task, image and
+    steps); with ``steps``, only records at that many DDIM steps (and the ADMM baselines')."""
     key = lambda r: (r["method"], r["task"], r["image"], None if r["steps"] in (None, "") else int(r["steps"]))
     new = result_records(out)
+    local = {(r["method"], r["task"]) for r in new}
+    new += [r for r in read_image_records(out) if (r["method"], r["task"]) not in local]
     seen = {key(r) for r in new}
     legacy = read_legacy_records(out)
     if (out / "legacy_configs.json").exists():  # only the rows whose configuration is today's
@@ -358,6 +411,8 @@ def run_method(prior, name, task, val, problem, steps, batch, out: Path, spec=No
 
 def summarize(out: Path, steps: int) -> list:
     recs = records(out, steps)
+    if result_files(out):  # keep the committed per-image records in step with the result files
+        write_image_records(out, [r for r in records(out) if "config" in r])
     groups = {}
     for r in recs:
         groups.setdefault((r["method"], r["task"]), []).append(r)
