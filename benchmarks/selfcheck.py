@@ -189,6 +189,22 @@ def check_paper_tables_summarises_only_legacy_rows_whose_configuration_holds(tmp
     check(got == {("ldps", "sr4-avg")}, f"summarised {got}")
 
 
+def check_paper_tables_image_records_keep_only_todays_configurations(tmp: Path) -> None:
+    """``image_records.csv`` (the committed per-image records of result files) is read back with
+    numbers, and rows whose configuration digest is not today's preset are left out."""
+    import paper_tables
+
+    now = paper_tables.config_digest(paper_tables.current_config("ldps", "sr4-avg"))
+    rows = [dict(method="ldps", task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=25, psnr=20.0, ssim=0.5,
+                 lpips=0.25, nfe=25, seconds=1.0, peak_rss_mb=900.0, residual=1.5, config=now) for i in range(2)]
+    rows.append({**rows[0], "method": "psld", "config": "0" * 12})  # made with another configuration
+    paper_tables.write_image_records(tmp, rows)
+    got = paper_tables.records(tmp, 25)
+    check(sorted((r["method"], r["image"]) for r in got) == [("ldps", "cat/0.jpg"), ("ldps", "cat/1.jpg")],
+          f"records {[(r['method'], r['image']) for r in got]}")
+    check(all(r["residual"] == 1.5 and r["steps"] == 25 and np.isnan(r["emb_drift"]) for r in got), f"values {got}")
+
+
 def check_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp: Path) -> None:
     """``--summary-only`` solves nothing: it rewrites summary.csv/md from records.csv (mean and
     standard error per method and task, only the records of the requested number of steps)."""
