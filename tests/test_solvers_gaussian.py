@@ -391,8 +391,11 @@ def test_presets():
     from diffprior.solvers import PnPADMMConfig, TVADMMConfig
 
     for (solver, task), values in TUNED.items():
-        cfg = {"LDPS": LDPSConfig, "P2L": P2LConfig, "LDIR": LDIRConfig, "GMLDPS": GMLDPSConfig,
-               "PSLD": PSLDConfig, "TVADMM": TVADMMConfig, "PnPADMM": PnPADMMConfig}[solver].for_task(task, Dataset.CIFAR10)
+        if solver == "LDPS+PT":  # LDPS with prompt tuning: its own preset
+            cfg = LDPSConfig.with_prompt_tuning(task)
+        else:
+            cfg = {"LDPS": LDPSConfig, "P2L": P2LConfig, "LDIR": LDIRConfig, "GMLDPS": GMLDPSConfig, "PSLD": PSLDConfig,
+                   "TVADMM": TVADMMConfig, "PnPADMM": PnPADMMConfig}[solver].for_task(task, Dataset.CIFAR10)
         for k, v in values.items():
             assert _flat_get(cfg, k) == v
     assert LDPSConfig.for_task(Task.INPAINT, Dataset.CIFAR10, eta=0.2).eta == 0.2
