@@ -30,9 +30,11 @@ from typing import Any, Sequence
 import jax.numpy as jnp
 from flax import struct
 
+from .wrapper import PriorWrapper
+
 
 @struct.dataclass
-class ImageAdapter:
+class ImageAdapter(PriorWrapper):
     """``inner`` seen through a channel map and reflect padding (see the module documentation).
 
     Attributes:
@@ -59,26 +61,6 @@ class ImageAdapter:
         if self.image_hw is not None:
             object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
             self.padded_size(*self.image_hw)  # refuses an image smaller than the grid
-
-    # ------------------------------------------------------------------ delegated members
-    @property
-    def schedule(self):
-        return self.inner.schedule
-
-    @property
-    def metadata(self):
-        return self.inner.metadata
-
-    def embed(self, prompts):
-        return self.inner.embed(prompts)
-
-    def eps_and_x0(self, z, t, emb):
-        return self.inner.eps_and_x0(z, t, emb)
-
-    def __getattr__(self, name):  # scaling_factor, downsample_factor, ... of the inner prior
-        if name.startswith("__") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # ------------------------------------------------------------------ geometry
     def padded_size(self, h: int, w: int) -> tuple:

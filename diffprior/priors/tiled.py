@@ -52,6 +52,7 @@ from flax import struct
 from jax import lax
 
 from ..schedule import tweedie
+from .wrapper import PriorWrapper
 
 #: Blending modes of :class:`TiledPrior`.
 MODES = ("multidiffusion", "mixture", "none")
@@ -154,7 +155,7 @@ def linear_ramp_weights(size: int, overlap: int) -> np.ndarray:
 
 
 @struct.dataclass
-class TiledPrior:
+class TiledPrior(PriorWrapper):
     """``inner`` evaluated on overlapping latent windows (see the module documentation).
 
     Attributes:
@@ -184,26 +185,6 @@ class TiledPrior:
         if self.window is not None and self.stride is not None and self.stride > self.window:
             raise ValueError(f"the stride ({self.stride}) is larger than the window ({self.window}): "
                              "the windows would leave gaps")
-
-    # ------------------------------------------------------------------ delegated members
-    @property
-    def schedule(self):
-        return self.inner.schedule
-
-    @property
-    def metadata(self):
-        return self.inner.metadata
-
-    def embed(self, prompts):
-        return self.inner.embed(prompts)
-
-    def latent_shape(self, image_shape):
-        return self.inner.latent_shape(image_shape)
-
-    def __getattr__(self, name):  # scaling_factor, downsample_factor, ... of the inner prior
-        if name.startswith("__") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # ------------------------------------------------------------------ windows
     def native_window(self) -> int:
