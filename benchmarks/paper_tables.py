@@ -269,15 +269,21 @@ def write_image_records(out: Path, rows: list) -> None:
                         for k, v in r.items()})
 
 
+def new_records(out: Path) -> list:
+    """The records of this format: the local result files', then the committed
+    ``image_records.csv``'s for method/task pairs without a local result file."""
+    new = result_records(out)
+    local = {(r["method"], r["task"]) for r in new}
+    return new + [r for r in read_image_records(out) if (r["method"], r["task"]) not in local]
+
+
 def records(out: Path, steps: int | None = None) -> list:
     """Every per-image record of ``out``, newest first: the result files, then the committed
     ``image_records.csv`` (for method/task pairs without a local result file), then the legacy
     ``records.csv`` (a newer record replaces the legacy one of the same method, task, image and
     steps); with ``steps``, only records at that many DDIM steps (and the ADMM baselines')."""
     key = lambda r: (r["method"], r["task"], r["image"], None if r["steps"] in (None, "") else int(r["steps"]))
-    new = result_records(out)
-    local = {(r["method"], r["task"]) for r in new}
-    new += [r for r in read_image_records(out) if (r["method"], r["task"]) not in local]
+    new = new_records(out)
     seen = {key(r) for r in new}
     legacy = read_legacy_records(out)
     if (out / "legacy_configs.json").exists():  # only the rows whose configuration is today's
@@ -289,6 +295,30 @@ def records(out: Path, steps: int | None = None) -> list:
     if steps is not None:
         rows = [r for r in rows if r["steps"] in (None, "") or int(r["steps"]) == steps]
     return rows
+
+
+def legacy_agreement(out: Path, steps: int | None = None) -> list:
+    """For every (method, task) of the previous format re-run on some of its images (e.g. for the
+    residual column): how far the re-run's per-image LPIPS and PSNR are from the legacy records of
+    the same images, ``{"method", "task", "n", "lpips_max", "psnr_max"}`` (maximum absolute
+    differences; 0 when the re-run reproduces them exactly). Only pairs whose legacy configuration
+    is today's (:func:`legacy_carried`) are compared."""
+    legacy = read_legacy_records(out)
+    if not legacy:
+        return []
+    carried = legacy_carried(out) if (out / "legacy_configs.json").exists() else None
+    key = lambda r: (r["method"], r["task"], r["image"])
+    old = {key(r): r for r in legacy if carried is None or (r["method"], r["task"]) in carried}
+    if steps is not None:
+        old = {k: r for k, r in old.items() if r["steps"] in (None, "") or int(r["steps"]) == steps}
+    pairs = {}
+    for r in new_records(out):
+        o = old.get(key(r))
+        if o is not None:
+            pairs.setdefault((r["method"], r["task"]), []).append(
+                (abs(float(r["lpips"]) - float(o["lpips"])), abs(float(r["psnr"]) - float(o["psnr"]))))
+    return [{"method": m, "task": t, "n": len(d), "lpips_max": max(a for a, _ in d), "psnr_max": max(b for _, b in d)}
+            for (m, t), d in sorted(pairs.items())]
 
 
 def provenance() -> dict:
@@ -428,13 +458,14 @@ def summarize(out: Path, steps: int) -> list:
             v = np.array([float(r[k]) for r in rs if k in r])
             v = v[np.isfinite(v)]
             row[k], row[k + "_se"] = (float(v.mean()), se(v)) if len(v) else (float("nan"), float("nan"))
+            row[k + "_n"] = len(v)  # fewer than n: a legacy row partly re-run for its residual
         row["noise_floor"] = noise_floor_of(t)
         rows.append(row)
     with open(out / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, list(rows[0]) if rows else ["method"])
         w.writeheader()
         w.writerows(rows)
-    (out / "summary.md").write_text(to_markdown(rows, steps))
+    (out / "summary.md").write_text(to_markdown(rows, steps, legacy_agreement(out, steps)))
     (out / "claims.md").write_text(claims_markdown(rows, steps))
     return rows
 
@@ -450,8 +481,12 @@ def noise_floor_of(task: str) -> float:
 
 
 def _fit(r) -> str:
-    """The residual cell: mean ± s.e., or "-" for rows summarised from legacy records."""
-    return "-" if not np.isfinite(r.get("residual", np.nan)) else f"{r['residual']:.3f} ± {r['residual_se']:.3f}"
+    """The residual cell: mean ± s.e., with its own number of images when only some of the row's
+    images have it (a legacy row re-run on its first images), or "-" when none has."""
+    if not np.isfinite(r.get("residual", np.nan)):
+        return "-"
+    n = int(r.get("residual_n", r["n"]))
+    return f"{r['residual']:.3f} ± {r['residual_se']:.3f}" + (f" (n = {n})" if n < r["n"] else "")
 
 
 def claims_markdown(rows, steps) -> str:
@@ -478,7 +513,7 @@ def claims_markdown(rows, steps) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(rows, steps) -> str:
+def to_markdown(rows, steps, agreement=()) -> str:
     by = {(r["method"], r["task"]): r for r in rows}
     tasks = [t for t in TASKS if any(k[1] == t for k in by)]
     lines = [f"# Paper-claims benchmark on the bundled prior ({steps} DDIM steps, sigma = 0.005)", "",
@@ -488,7 +523,8 @@ def to_markdown(rows, steps) -> str:
              "`RSS`: peak resident memory of the process during the method's batches (MB); "
              "`|y-Ax|`: the measurement residual of the reconstruction (image units), beside `sigma sqrt(m)`, "
              "the residual the ground truth itself leaves (`-`: a row carried from the previous records format, "
-             "which did not keep it).", ""]
+             "which did not keep it; `(n = k)`: the mean over the row's first k images, re-run for it, the "
+             "other images' records being that format's).", ""]
     for table, methods in TABLES.items():
         lines += [f"## {table}", "", "| task | method | n | LPIPS | PSNR | SSIM | \\|y-Ax\\| | sigma sqrt(m) | nfe "
                   "| s/img | RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -517,6 +553,15 @@ def to_markdown(rows, steps) -> str:
         for r in sorted(drift, key=lambda r: (TASKS.index(r["task"]), r["method"])):
             lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['emb_drift']:.3f} ± {r['emb_drift_se']:.3f} | "
                          f"{r['emb_to_class']:.3f} ± {r['emb_to_class_se']:.3f} | {r['emb_nearest_true']:.2f} |")
+        lines.append("")
+    if agreement:
+        lines += ["## legacy rows re-run", "",
+                  "Rows of the previous records format re-run on their first images (for the residual): the "
+                  "largest difference, image by image, between the re-run and the legacy record of the same "
+                  "image (0: reproduced exactly).", "",
+                  "| task | method | images | max \\|d LPIPS\\| | max \\|d PSNR\\| (dB) |", "|---|---|---|---|---|"]
+        for a in sorted(agreement, key=lambda a: (TASKS.index(a["task"]), a["method"])):
+            lines.append(f"| {a['task']} | {a['method']} | {a['n']} | {a['lpips_max']:.2g} | {a['psnr_max']:.2g} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

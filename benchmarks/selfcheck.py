@@ -205,6 +205,28 @@ def check_paper_tables_image_records_keep_only_todays_configurations(tmp: Path) 
     check(all(r["residual"] == 1.5 and r["steps"] == 25 and np.isnan(r["emb_drift"]) for r in got), f"values {got}")
 
 
+def check_paper_tables_legacy_row_partly_rerun_for_its_residual(tmp: Path) -> None:
+    """A legacy row re-run on its first images: the re-run's records replace those images' legacy
+    records, the residual cell states its own number of images, and the summary reports how far
+    the re-run is from the legacy records of the same images."""
+    import paper_tables
+
+    legacy = [dict(method="ldps", task="sr4-avg", image=f"cat/{i}.jpg", seed=i, steps=25, psnr=20.0, ssim=0.5,
+                   lpips=0.3, nfe=25, seconds=1.0, compile_s=0.0, peak_rss_mb=900) for i in range(4)]
+    _write_records(tmp / "records.csv", legacy)
+    (tmp / "legacy_configs.json").write_text(json.dumps(
+        {"configs": {"sr4-avg__ldps": paper_tables.current_config("ldps", "sr4-avg")}}))
+    now = paper_tables.config_digest(paper_tables.current_config("ldps", "sr4-avg"))
+    rerun = [{**legacy[i], "lpips": 0.3 + 0.01 * i, "residual": 1.0 + i, "config": now} for i in range(2)]
+    paper_tables.write_image_records(tmp, rerun)
+    (row,) = paper_tables.summarize(tmp, 25)
+    check((row["n"], row["residual_n"]) == (4, 2) and close(row["residual"], 1.5), f"summary row {row}")
+    check(close(row["lpips"], (0.3 * 3 + 0.31) / 4), f"summary row {row}: re-run records replace legacy ones")
+    md = (tmp / "summary.md").read_text()
+    check("| 1.500 ± 0.500 (n = 2) |" in md, "summary.md: residual cell of a partly re-run row")
+    check("| sr4-avg | ldps | 2 | 0.01 | 0 |" in md, "summary.md: legacy agreement")
+
+
 def check_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp: Path) -> None:
     """``--summary-only`` solves nothing: it rewrites summary.csv/md from records.csv (mean and
     standard error per method and task, only the records of the requested number of steps)."""
