@@ -48,8 +48,9 @@ GRIDS = {
     ("p2l", "prompt_shift_step"): (0.3, 1.0, 3.0),  # zeta of Eqs. 18-19 (default: rho)
     ("p2l", "projection_weight"): (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),  # lambda of Eq. 16
     ("p2l", "projection_cg_iters"): (1, 5, 20),
-    ("gmldps", "fixed_point_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 25
-    ("psld", "gluing_weight"): (0.01, 0.1, 1.0),  # gamma of Eq. 26
+    # gamma of Eqs. 25 and 26, from 0 (the regulariser off: LDPS) up
+    ("gmldps", "fixed_point_weight"): (0.0, 0.001, 0.003, 0.01, 0.1, 1.0),
+    ("psld", "gluing_weight"): (0.0, 0.001, 0.003, 0.01, 0.1, 1.0),
     # LDPS plus prompt tuning (the paper's "prompt tuning only"): its own K and learning rate
     ("ldps-pt", "prompt_lr"): (1e-3, 1e-2, 1e-1),
     ("ldps-pt", "prompt_iters"): (1, 3, 5),  # Table 6's values of K
@@ -127,11 +128,34 @@ def search(prior, val, solver: str, task: str, param: str, steps: int, base: dic
         rows.append({"value": v, "failed": int((~ok).sum()),
                      **{m: float(np.mean(sc[m][ok])) if ok.any() else float("nan") for m in ("psnr", "ssim", "lpips")},
                      "lpips_se": se(sc["lpips"][ok])})
-    valid = [r for r in rows if r["failed"] == 0] or rows
-    best = min(valid, key=lambda r: r["lpips"])
     return {"solver": solver, "task": task, "param": param, "steps": steps, "n_images": n, "base": base,
-            "grid": rows, "chosen": best["value"], "seconds": time.perf_counter() - t0,
+            "grid": rows, "chosen": _choose(rows), "seconds": time.perf_counter() - t0,
             "prior": None if solver in CLASSIC else fingerprint}
+
+
+def _choose(rows: list):
+    """The value of the grid rows with the lowest mean LPIPS (a value with failed samples only
+    when every value has some)."""
+    valid = [r for r in rows if r["failed"] == 0] or rows
+    return min(valid, key=lambda r: r["lpips"])["value"]
+
+
+def extend(entry: dict, prior, val, base: dict, grid, fingerprint: str | None) -> dict | None:
+    """``entry`` with the values of ``grid`` it lacks searched too (same images, base values and
+    prior, else :class:`SystemExit`) and the choice made again over all its values; ``None`` when
+    it has them all."""
+    have = {float(r["value"]) for r in entry["grid"]}
+    new = [v for v in grid if float(v) not in have]
+    if not new:
+        return None
+    if entry["n_images"] != len(val.names) or entry["base"] != base or entry.get("prior") != (
+            None if entry["solver"] in CLASSIC else fingerprint):
+        raise SystemExit(f"--extend: {entry['solver']}/{entry['task']}/{entry['param']} was searched with other "
+                         "images, base values or weights; use --redo")
+    e = search(prior, val, entry["solver"], entry["task"], entry["param"], entry["steps"], base, new, fingerprint)
+    rows = sorted(entry["grid"] + e["grid"], key=lambda r: float(r["value"]))
+    return {**e, "grid": rows, "chosen": _choose(rows),
+            "seconds": entry["seconds"] + e["seconds"]}
 
 
 def to_markdown(entries: list) -> str:
@@ -179,6 +203,9 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20, help="tuning images (at most 50)")
     p.add_argument("--grid", nargs="+", type=float, default=None, help="values to try (default: GRIDS)")
     p.add_argument("--redo", action="store_true", help="recompute entries already in the results file")
+    p.add_argument("--extend", action="store_true",
+                   help="add the values of the grid (default: GRIDS) that an entry lacks, keep its others, and "
+                        "choose again (refused where its images, base values or prior differ from this run's)")
     p.add_argument("--out", default=str(RESULTS / "tuning.json"), help="results file (tuning.md is written beside it)")
     args = p.parse_args(argv)
 
@@ -199,14 +226,20 @@ def main(argv=None):
                 steps = 0 if solver in CLASSIC else args.steps  # the ADMM baselines have no DDIM steps
                 key = (solver, task, param, steps)
                 done = [e for e in entries if (e["solver"], e["task"], e["param"], e["steps"]) == key]
-                if done and not args.redo:
+                if done and not (args.redo or args.extend):
                     print(f"skip {key}: chosen {done[0]['chosen']}")
                     continue
                 # the run uses the values already chosen for this solver and task (search step sizes first)
                 base = {e["param"]: e["chosen"] for e in entries
                         if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param
                         and (e["param"] != "eta" or solver == ONE_ETA)}
-                e = search(prior, tune, solver, task, param, steps, base, args.grid, fingerprint)
+                if done and args.extend and not args.redo:
+                    e = extend(done[0], prior, tune, base, args.grid or GRIDS[(solver, param)], fingerprint)
+                    if e is None:
+                        print(f"skip {key}: every value already there, chosen {done[0]['chosen']}")
+                        continue
+                else:
+                    e = search(prior, tune, solver, task, param, steps, base, args.grid, fingerprint)
                 print(f"{solver} {task} {param}: " + ", ".join(f"{r['value']}: {r['lpips']:.4f}/{r['psnr']:.2f}dB"
                                                              for r in e["grid"]) + f" -> {e['chosen']}", flush=True)
                 entries = _store(out, key, e)
