@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _gaussian_prior import gaussian_problem
 
-from diffprior.solvers import (LDPS, P2L, SOLVERS, Dataset, GradientDescent, LDPSConfig, P2LConfig, PromptTuning,
-                               Task)
+from diffprior.solvers import (GMLDPS, LDPS, P2L, PSLD, SOLVERS, Dataset, GMLDPSConfig, GradientDescent, LDPSConfig,
+                               P2LConfig, PromptTuning, PSLDConfig, Task)
 from diffprior.solvers.tuned import LATENT, tuned_values
 
 KEY = jax.random.PRNGKey(11)
@@ -35,6 +35,18 @@ def test_ldps_with_prompt_tuning_is_p2l_without_projection(problem):
     plain = LDPS(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, config=LDPSConfig(step_size=0.3, eta=0.5))
     assert not np.allclose(np.asarray(plain.solve()), np.asarray(ldps.x))  # the tuning does something
     assert ldps.history().prompt_residual.shape == (STEPS, 2, PT.iters)
+
+
+def test_a_regulariser_of_weight_zero_is_ldps(problem):
+    """GML-DPS and PSLD at gamma = 0 (where the searches put GML-DPS on every task and PSLD on SR)
+    are LDPS, bit for bit; PSLD at gamma > 0 is not. (GML-DPS's term vanishes on this prior at
+    any gamma: its encoder inverts its decoder exactly, so every latent is a fixed point.)"""
+    prior, A, _, y = problem
+    run = lambda cls, cfg: np.asarray(cls(y=y, A=A, prior=prior, key=KEY, num_steps=STEPS, config=cfg).solve())
+    ldps = run(LDPS, LDPSConfig(step_size=0.3))
+    np.testing.assert_array_equal(run(GMLDPS, GMLDPSConfig(step_size=0.3, fixed_point_weight=0.0)), ldps)
+    np.testing.assert_array_equal(run(PSLD, PSLDConfig(step_size=0.3, gluing_weight=0.0)), ldps)
+    assert not np.allclose(run(PSLD, PSLDConfig(step_size=0.3, gluing_weight=1.0)), ldps)
 
 
 def test_carrying_adams_moments_changes_only_later_steps(problem):

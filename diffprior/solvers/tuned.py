@@ -66,14 +66,15 @@ _P2L_PROMPT_LR = 1e-2  # searched on SR, used for every task
 #: :meth:`~diffprior.solvers.base.SamplerConfig.with_values` (``prompt_lr``, ``projection_weight``, ...).
 TUNED: dict = {
     **{("LDPS", task): dict(v) for task, v in _LDPS.items()},
-    # GML-DPS and PSLD: LDPS's step; their gamma searched on every task (PSLD's again after its
-    # gluing became the orthogonal projection A^+)
+    # GML-DPS and PSLD: LDPS's step; their gamma searched on every task over 0 (the regulariser
+    # off, i.e. LDPS), 0.001, ..., 1 (PSLD's again after its gluing became the orthogonal
+    # projection A^+). On SR PSLD's search chose 0: any gluing did worse there
     **{(name, task): {"step_size": v["step_size"]} for name in ("GMLDPS", "PSLD") for task, v in _LDPS.items()},
     ("GMLDPS", _SR): {"step_size": _LDPS[_SR]["step_size"], "fixed_point_weight": 0.01},
     ("GMLDPS", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "fixed_point_weight": 0.01},
     ("GMLDPS", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "fixed_point_weight": 0.01},
     ("GMLDPS", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "fixed_point_weight": 0.01},
-    ("PSLD", _SR): {"step_size": _LDPS[_SR]["step_size"], "gluing_weight": 0.01},
+    ("PSLD", _SR): {"step_size": _LDPS[_SR]["step_size"], "gluing_weight": 0.0},
     ("PSLD", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "gluing_weight": 0.1},
     ("PSLD", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "gluing_weight": 0.1},
     ("PSLD", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "gluing_weight": 0.1},
