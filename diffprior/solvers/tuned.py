@@ -68,12 +68,13 @@ TUNED: dict = {
     **{("LDPS", task): dict(v) for task, v in _LDPS.items()},
     # GML-DPS and PSLD: LDPS's step; their gamma searched on every task over 0 (the regulariser
     # off, i.e. LDPS), 0.001, ..., 1 (PSLD's again after its gluing became the orthogonal
-    # projection A^+). On SR PSLD's search chose 0: any gluing did worse there
+    # projection A^+). GML-DPS's searches chose 0 on every task and PSLD's on SR: there the
+    # regulariser did worse at any weight, so those presets are LDPS
     **{(name, task): {"step_size": v["step_size"]} for name in ("GMLDPS", "PSLD") for task, v in _LDPS.items()},
-    ("GMLDPS", _SR): {"step_size": _LDPS[_SR]["step_size"], "fixed_point_weight": 0.01},
-    ("GMLDPS", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "fixed_point_weight": 0.01},
-    ("GMLDPS", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "fixed_point_weight": 0.01},
-    ("GMLDPS", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "fixed_point_weight": 0.01},
+    ("GMLDPS", _SR): {"step_size": _LDPS[_SR]["step_size"], "fixed_point_weight": 0.0},
+    ("GMLDPS", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "fixed_point_weight": 0.0},
+    ("GMLDPS", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "fixed_point_weight": 0.0},
+    ("GMLDPS", _INPAINT): {"step_size": _LDPS[_INPAINT]["step_size"], "fixed_point_weight": 0.0},
     ("PSLD", _SR): {"step_size": _LDPS[_SR]["step_size"], "gluing_weight": 0.0},
     ("PSLD", _GAUSS): {"step_size": _LDPS[_GAUSS]["step_size"], "gluing_weight": 0.1},
     ("PSLD", _MOTION): {"step_size": _LDPS[_MOTION]["step_size"], "gluing_weight": 0.1},
