@@ -95,6 +95,12 @@ TABLES = {
 #: Methods that tune the prompt: their result files also record the embedding's drift
 #: (:func:`embedding_drift`).
 PROMPT_TUNED = ("ldps-pt", "p2l", "p2l-photo", "p2l-gluing", "p2l-adam-carry")
+#: The paired comparisons of ``summary.md`` (first minus second, image by image, on every task
+#: where both ran): each claim's question, asked of the same images.
+PAIRS = (("ldps-pt", "ldps"), ("ldps-oracle", "ldps"), ("ldps-wrong", "ldps"), ("p2l-photo", "p2l"),
+         ("gmldps", "ldps"), ("psld", "ldps"), ("ldir", "ldps"), ("ldir", "p2l"), ("p2l", "ldps"),
+         ("p2l-proj-only", "p2l"), ("p2l-gluing", "p2l"), ("p2l-adam-carry", "p2l"), ("tv-admm", "p2l"),
+         ("pnp-admm", "p2l"))
 #: The tasks of each table, as in the paper: Table 1 on SR and 80 % random inpainting, Tables
 #: 2-3 on every task, the Table 5 ablation on SR (``--all-tasks`` runs every table on every task).
 TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table5": ("sr4-avg",)}
@@ -465,9 +471,32 @@ def summarize(out: Path, steps: int) -> list:
         w = csv.DictWriter(fh, list(rows[0]) if rows else ["method"])
         w.writeheader()
         w.writerows(rows)
-    (out / "summary.md").write_text(to_markdown(rows, steps, legacy_agreement(out, steps)))
+    (out / "summary.md").write_text(to_markdown(rows, steps, legacy_agreement(out, steps), paired(recs)))
     (out / "claims.md").write_text(claims_markdown(rows, steps))
     return rows
+
+
+def paired(recs: list) -> list:
+    """The :data:`PAIRS` on the records ``recs``: per task where both methods ran, over their
+    common images, the mean difference (first minus second) of LPIPS and PSNR ± its standard
+    error and how many images the first is better on (lower LPIPS)."""
+    by = {}
+    for r in recs:
+        by.setdefault((r["method"], r["task"]), {})[r["image"]] = r
+    out = []
+    for a, b in PAIRS:
+        for t in TASKS:
+            ra, rb = by.get((a, t)), by.get((b, t))
+            common = sorted(set(ra or ()) & set(rb or ()))
+            if not common:
+                continue
+            d = {k: np.array([float(ra[i][k]) - float(rb[i][k]) for i in common]) for k in ("lpips", "psnr")}
+            ok = np.isfinite(d["lpips"]) & np.isfinite(d["psnr"])
+            out.append({"first": a, "second": b, "task": t, "n": int(ok.sum()),
+                        **{f"d_{k}": float(v[ok].mean()) for k, v in d.items()},
+                        **{f"d_{k}_se": se(v[ok]) for k, v in d.items()},
+                        "better": int((d["lpips"][ok] < 0).sum()), "equal": int((d["lpips"][ok] == 0).sum())})
+    return out
 
 
 def noise_floor_of(task: str) -> float:
@@ -513,7 +542,7 @@ def claims_markdown(rows, steps) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(rows, steps, agreement=()) -> str:
+def to_markdown(rows, steps, agreement=(), pairs=()) -> str:
     by = {(r["method"], r["task"]): r for r in rows}
     tasks = [t for t in TASKS if any(k[1] == t for k in by)]
     lines = [f"# Paper-claims benchmark on the bundled prior ({steps} DDIM steps, sigma = 0.005)", "",
@@ -553,6 +582,18 @@ def to_markdown(rows, steps, agreement=()) -> str:
         for r in sorted(drift, key=lambda r: (TASKS.index(r["task"]), r["method"])):
             lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['emb_drift']:.3f} ± {r['emb_drift_se']:.3f} | "
                          f"{r['emb_to_class']:.3f} ± {r['emb_to_class_se']:.3f} | {r['emb_nearest_true']:.2f} |")
+        lines.append("")
+    if pairs:
+        lines += ["## paired differences", "",
+                  "First method minus second, image by image over the images both ran: mean ± standard error "
+                  "(negative LPIPS: the first is better); `better`: images where the first has the lower LPIPS "
+                  "(`equal`: identical LPIPS).", "",
+                  "| task | first - second | images | d LPIPS | d PSNR (dB) | better | equal |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in sorted(pairs, key=lambda p: TASKS.index(p["task"])):
+            lines.append(f"| {p['task']} | {p['first']} - {p['second']} | {p['n']} | {p['d_lpips']:+.4f} ± "
+                         f"{p['d_lpips_se']:.4f} | {p['d_psnr']:+.2f} ± {p['d_psnr_se']:.2f} | {p['better']} | "
+                         f"{p['equal']} |")
         lines.append("")
     if agreement:
         lines += ["## legacy rows re-run", "",

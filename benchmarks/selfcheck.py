@@ -227,6 +227,18 @@ def check_paper_tables_legacy_row_partly_rerun_for_its_residual(tmp: Path) -> No
     check("| sr4-avg | ldps | 2 | 0.01 | 0 |" in md, "summary.md: legacy agreement")
 
 
+def check_paper_tables_paired_differences(tmp: Path) -> None:
+    """The paired section: first minus second over the images both ran, with its standard error
+    and the count of images the first is better on."""
+    import paper_tables
+
+    rec = lambda m, i, lp, db: dict(method=m, task="sr4-avg", image=f"cat/{i}.jpg", lpips=lp, psnr=db)
+    recs = [rec("p2l", i, 0.2 + 0.01 * i, 20.0) for i in range(3)] + [rec("ldps", i, 0.3, 19.0) for i in range(4)]
+    (p,) = [p for p in paper_tables.paired(recs) if (p["first"], p["second"]) == ("p2l", "ldps")]
+    check((p["n"], p["better"], p["equal"]) == (3, 3, 0) and close(p["d_lpips"], -0.09) and close(p["d_psnr"], 1.0)
+          and close(p["d_lpips_se"], 0.01 / 3 ** 0.5), f"paired {p}")
+
+
 def check_paper_tables_summary_only_rebuilds_the_tables_from_the_records(tmp: Path) -> None:
     """``--summary-only`` solves nothing: it rewrites summary.csv/md from records.csv (mean and
     standard error per method and task, only the records of the requested number of steps)."""
