@@ -15,7 +15,7 @@ summary (``steps_sweep.md``, ``steps_sweep.json``) is rebuilt from whatever resu
 Usage (the committed run; P2L at 1000 steps costs about 7 minutes of one core per image)::
 
     python benchmarks/steps_sweep.py --methods ldps --n 4
-    python benchmarks/steps_sweep.py --methods p2l --n 2
+    python benchmarks/steps_sweep.py --methods p2l --n 2 --tasks motion-deblur inpaint-freeform
 """
 
 from __future__ import annotations
