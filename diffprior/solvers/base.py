@@ -176,7 +176,8 @@ class Solver:
         parts = self._components(config)
         # a regulariser of weight 0 is no term at all: left out, so that e.g. GML-DPS or PSLD at
         # gamma = 0 runs LDPS's program (same result, bit for bit, at LDPS's cost)
-        parts["regularizers"] = tuple(r for r in parts.get("regularizers", ()) if r.weight != 0)
+        parts["regularizers"] = tuple(r for r in parts.get("regularizers", ())
+                                      if not np.all(np.asarray(getattr(r, "weight", 1.0)) == 0))
         needs = [p for p in (*parts.get("regularizers", ()), parts.get("projection")) if p is not None
                  and getattr(p, "needs_adjoint", False)]
         if needs and not fwd.linear:
