@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from .fastconv import conv_general_dilated
+
 
 def silu(x):
     """SiLU / swish activation."""
@@ -19,10 +21,15 @@ def silu(x):
 
 
 def conv(features, kernel=3, stride=1, padding=1, name=None):
-    """Return an ``nn.Conv`` with explicit PyTorch-style padding."""
+    """Return an ``nn.Conv`` with explicit PyTorch-style padding.
+
+    Its input gradient is :func:`diffprior.models.fastconv.conv2d`'s (fast inside ``lax.scan``
+    on CPU; outputs unchanged).
+    """
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding, name=name)
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding, name=name,
+                   conv_general_dilated=conv_general_dilated)
 
 
 class ResnetBlock2D(nn.Module):
