@@ -84,8 +84,9 @@ def _problem(task_name: str, ti: int, x, names, args, folder: Path):
     return read_problem(path)
 
 
-def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
-    """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread)."""
+def _restore(task_name, ti, x, names, prior, args, bar, out: Path, times: list):
+    """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread);
+    append ``(compile seconds, solve seconds)`` of each batch to ``times``."""
     from .. import bundled_path
     from ..io import IncompatibleResultError, ResultWriter, WriteMode
     from ..metrics import image_metrics
@@ -124,6 +125,7 @@ def _restore(task_name, ti, x, names, prior, args, bar, out: Path):
 
         def batch_done(report, last=last):
             last[0] = 0
+            times.append((report.compile_seconds, report.seconds))
 
         try:
             pending = writer.pending_indices()
@@ -163,8 +165,9 @@ def run(args) -> None:
     print(f"restoring {len(x)} images x {len(args.tasks)} tasks ({', '.join(args.tasks)}) with LDPS and P2L, "
           f"{args.steps} DDIM steps each; compiling takes the first minute or two", flush=True)
     bar = tqdm(total=len(SOLVER_NAMES) * len(args.tasks) * args.steps, desc="demo", unit="step")
+    times: list = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(args.jobs, len(args.tasks))) as pool:
-        futures = [pool.submit(_restore, tname, ti, x, names, prior, args, bar, out)
+        futures = [pool.submit(_restore, tname, ti, x, names, prior, args, bar, out, times)
                    for ti, tname in enumerate(args.tasks)]
         done = [f.result() for f in futures]
     bar.close()
@@ -179,6 +182,9 @@ def run(args) -> None:
         rows.append((tname, _display(problem.measurement, x.shape), recs["LDPS"], recs["P2L"], x))
     _figure(rows, out / "demo.png")
     print(_format(table))
+    if times:
+        print(f"compiling: {sum(c for c, _ in times):.0f} s, solving: {sum(s for _, s in times):.0f} s "
+              f"(summed over the {len(times)} solver programs run; with --jobs > 1 they overlap in time)")
     print(f"wrote {', '.join(str(out / t) + '/' for t in args.tasks)} (problems.h5, ldps.h5, p2l.h5) and "
           f"{out / 'demo.png'} in {time.time() - t_start:.0f} s")
 
