@@ -8,8 +8,12 @@ downscaling the shorter side and cutting the centre, on the tasks ``sr4-avg``,
 * ``ldps`` -- LDPS on the whole latent (the paper's "vanilla"), one UNet evaluation per step;
 * ``ldps-md`` / ``ldps-mod`` -- LDPS on overlapping 8 x 8 latent windows, stride 4, blended by
   MultiDiffusion / Mixture of Diffusers (:class:`diffprior.priors.tiled.TiledPrior`);
-* ``p2l`` -- P2L on the whole latent, its projection on the whole image;
-* ``p2l-md`` -- P2L with MultiDiffusion windows (the paper's Fig. 7);
+* ``p2l`` -- P2L (prompt tuning, K = 3, and projection) on the whole latent, its projection on
+  the whole image: 1 + K UNet evaluations per step;
+* ``p2l-md`` -- the same with MultiDiffusion windows (the paper's Fig. 7);
+* ``p2l-proj`` / ``p2l-proj-md`` -- P2L without prompt tuning (its latent step and projection
+  only): 1 UNet evaluation per step on the whole latent, as in the paper's Fig. 3, and the
+  same on MultiDiffusion windows;
 * ``tv-admm``, ``pnp-admm`` -- the classic baselines, for scale.
 
 Presets: the ``Dataset.CIFAR10`` presets of every solver (searched at 32 px on CIFAR-10; not
@@ -47,11 +51,13 @@ from _common import RESULTS, ROOT, SIGMA, PeakRSS, measure, result_means, run_re
 
 DATA = ROOT.parent / "shared" / "data" / "bsds500" / "train_val.tar.gz"
 TASKS = ("sr4-avg", "motion-deblur", "inpaint-freeform")
-METHODS = ("ldps", "ldps-md", "ldps-mod", "p2l", "p2l-md", "tv-admm", "pnp-admm")
+METHODS = ("ldps", "ldps-md", "ldps-mod", "p2l-proj", "p2l-proj-md", "p2l", "p2l-md", "tv-admm", "pnp-admm")
 #: method -> (solver registry name, tiling mode)
 SPECS = {"ldps": ("ldps", "none"), "ldps-md": ("ldps", "multidiffusion"), "ldps-mod": ("ldps", "mixture"),
-         "p2l": ("p2l", "none"), "p2l-md": ("p2l", "multidiffusion"), "tv-admm": ("tv-admm", None),
-         "pnp-admm": ("pnp-admm", None)}
+         "p2l": ("p2l", "none"), "p2l-md": ("p2l", "multidiffusion"), "p2l-proj": ("p2l", "none"),
+         "p2l-proj-md": ("p2l", "multidiffusion"), "tv-admm": ("tv-admm", None), "pnp-admm": ("pnp-admm", None)}
+#: methods run without prompt tuning (``prompt=None`` in the solver's preset)
+NO_PROMPT = ("p2l-proj", "p2l-proj-md")
 
 
 @dataclasses.dataclass
@@ -125,6 +131,8 @@ def method_setup(method: str, task: str, prior, shape, tile_batch: int | None = 
     name, tiles = SPECS[method]
     cls = SOLVERS[name]
     cfg = solver_config(cls, task)
+    if method in NO_PROMPT:
+        cfg = dataclasses.replace(cfg, prompt=None)
     if tiles is None:
         return cls, cfg, None, 0
     p, _ = prior_for_images(prior, shape, tiles, tile_batch=tile_batch)
