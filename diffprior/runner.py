@@ -110,7 +110,7 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
                   metrics: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]] | None = None,
                   solver_metrics: Callable[[Any, np.ndarray], Dict[str, np.ndarray]] | None = None,
                   on_batch: Callable[[BatchReport], None] | None = None,
-                  on_chunk: Callable[[Any], None] | None = None) -> Dict[str, Any]:
+                  on_chunk: Callable[[Any], None] | None = None, devices=None) -> Dict[str, Any]:
     """Solve the samples ``indices`` (default: those ``writer`` still lacks) of ``problem``.
 
     Args:
@@ -139,6 +139,8 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
             from ``solver.state.emb`` and ``solver.data.emb0``; appended like the metrics.
         on_batch: called with a :class:`BatchReport` after each batch is appended.
         on_chunk: called with the solver between step chunks (progress).
+        devices: the diffusion solvers' ``devices`` (:mod:`diffprior.solvers.sharding`):
+            each batch is split over them (``None``: one device).
 
     Returns:
         ``{"appended": int, "failed": [indices], "seconds": float}``.
@@ -175,7 +177,7 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
             k = sample_keys(root, run_idx) if keys is None else keys[run_idx]
             p = [prompt[i] for i in run_idx] if isinstance(prompt, (list, tuple)) else prompt
             solver = solver_cls(y=y, A=A_b, prior=prior, key=k, num_steps=int(num_steps), config=config, prompt=p,
-                                progress=False)
+                                progress=False, devices=devices)
             compile_s = solver.compile()  # timed apart from the solve
         else:
             solver = solver_cls(y=y, A=A_b, config=config)

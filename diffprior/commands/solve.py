@@ -173,6 +173,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="windows per denoiser call (default: all of a step's), to bound memory on large images")
     p.add_argument("--vae-tile", type=_pos_int, default=None, metavar="PX",
                    help="encode and decode in overlapping tiles of PX pixels (default: whole images)")
+    p.add_argument("--devices", default=None, metavar="N|all",
+                   help="split each batch over N devices (or all of them) of this process; on a CPU, "
+                        "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N host devices (default: one)")
     p.add_argument("--overwrite", action="store_true",
                    help="start a fresh result file instead of resuming (discards finished samples)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -234,6 +237,30 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     return solver_cls, config, task, prior_path, hyper
 
 
+def _devices(value, solver_cls):
+    """``--devices`` -> the solvers' ``devices`` argument (a count or 'all'), checked before any work."""
+    if value is None:
+        return None
+    if value != "all":
+        try:
+            value = int(value)
+        except ValueError:
+            raise CLIError(f"--devices must be a count or 'all', got {value!r}") from None
+    if not solver_cls.uses_prior:
+        raise CLIError(f"--devices applies to the diffusion solvers; {solver_cls.__name__} runs on one device")
+    from ..solvers.sharding import resolve_devices
+
+    try:
+        found = resolve_devices(value)
+    except ValueError as e:
+        import jax
+
+        hint = (f" (on a CPU, set XLA_FLAGS=--xla_force_host_platform_device_count={value} before starting)"
+                if jax.devices()[0].platform == "cpu" and isinstance(value, int) else "")
+        raise CLIError(f"--devices: {e}{hint}") from None
+    return len(found)
+
+
 def _check_writable(out: Path) -> None:
     """Refuse an --out whose folder is missing or not writable, before any work."""
     folder = out.parent if str(out.parent) else Path(".")
@@ -265,6 +292,7 @@ def run(args) -> None:
     N = problem.n_samples
     image_shape = tuple(int(s) for s in np.asarray(problem.operator["input_shape"]).ravel()[-3:])
     solver_cls, config, task, prior_path, hyper = _settings(args, problem)
+    devices = _devices(args.devices, solver_cls)
     out = Path(args.out)
     if out.resolve() == problem_path.resolve():
         raise CLIError("--out must differ from the problem file")
@@ -332,7 +360,8 @@ def run(args) -> None:
 
     try:
         summary = solve_problem(problem, solver_cls, config, writer, prior=prior, num_steps=int(args.steps),
-                                seed=args.seed, batch=B, indices=pending, on_batch=on_batch, on_chunk=on_chunk)
+                                seed=args.seed, batch=B, indices=pending, on_batch=on_batch, on_chunk=on_chunk,
+                                devices=devices)
     finally:
         step_bar.close()
         sample_bar.close()

@@ -33,6 +33,7 @@ from .common import Loss, Status, Task, check_prior, make_forward, per_sample, r
 from .config import SolverConfig
 from .core import Data, Plan, State, StepStats, decode_images, init_state, run_chunk
 from .itstat import IterationTable
+from .sharding import BatchSharding, padded_indices, resolve_devices
 
 _STATE_FORMAT = 1
 
@@ -134,6 +135,11 @@ class Solver:
         itstat_options: ``{"display": bool, "period": int}`` for the iteration table.
         progress: show a tqdm progress bar (default: when stderr is a terminal and the table
             is off).
+        devices: split the batch over devices (:mod:`~diffprior.solvers.sharding`): ``None``
+            (default: one device), ``"all"``, a count, or a list of ``jax.Device``. A batch that
+            does not divide by the count is padded with copies of its last sample (outputs
+            drop them); a padded batch needs ``A`` per image or an operator of
+            :mod:`operators` (which can ``take`` samples).
 
     Raises:
         TypeError: wrong type of prior, key, config or operator (e.g. a projection with a
@@ -148,7 +154,7 @@ class Solver:
     def __init__(self, *, y, A, prior, key, num_steps: int = 1000, config=None,
                  prompt: str | Sequence[str] | jax.Array | None = None, image_shape: Sequence[int] | None = None,
                  chunk_size: int = 10, divergence_threshold: float = 1e3, itstat_options: dict | None = None,
-                 progress: bool | None = None, **unknown):
+                 progress: bool | None = None, devices=None, **unknown):
         name = type(self).__name__
         if unknown:
             known = [p for p in inspect.signature(Solver.__init__).parameters if p not in ("self", "unknown")]
@@ -167,6 +173,12 @@ class Solver:
         fwd, y, n = make_forward(A, y, image_shape)
         if batched_key and key.shape[0] != n:
             raise ValueError(f"got {key.shape[0]} per-sample keys for {n} samples")
+        self.devices = resolve_devices(devices)
+        run = np.arange(n)
+        if self.devices is not None and len(self.devices) > 1:
+            run = padded_indices(n, len(self.devices))
+            if run.size != n:
+                fwd, y = self._padded_forward(A, fwd, y, image_shape, run)
 
         self.A, self.prior, self.key, self.config = A, prior, key, config
         self.num_steps, self.chunk_size, self.n = int(num_steps), int(min(chunk_size, num_steps)), n
@@ -190,9 +202,14 @@ class Solver:
         sched = prior.schedule
         ts = ddim_timesteps(self.num_steps, int(sched.alphas_cumprod.shape[0]), int(getattr(sched, "steps_offset", 0)))
         self.data = Data(prior=prior, fwd=fwd, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
-                         step_size=per_sample(config.step_size, n, "step_size"),
-                         keys=key if batched_key else sample_keys(key, np.arange(n)),
-                         emb0=self._embedding(prior, prompt, n))
+                         step_size=per_sample(config.step_size, n, "step_size")[run],
+                         keys=key[run] if batched_key else sample_keys(key, run),
+                         emb0=self._embedding(prior, prompt, n)[run])
+        self._run = run
+        self.sharding = None
+        if self.devices is not None and len(self.devices) > 1:
+            self.sharding = BatchSharding(self.devices, run.size)
+            self.data = self.sharding.place_data(self.data)
 
         opts = dict(itstat_options or {})
         unknown = set(opts) - {"display", "period"}
@@ -217,6 +234,18 @@ class Solver:
         raise NotImplementedError(f"{type(self).__name__} is abstract: use P2L, LDPS, GMLDPS, PSLD or LDIR")
 
     # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _padded_forward(A, fwd, y, image_shape, run):
+        """The forward model and measurement of the padded batch ``run`` (sample indices)."""
+        if not fwd.batched:
+            return fwd, y[run]
+        if not hasattr(A, "take"):
+            raise ValueError(f"{y.shape[0]} samples do not split evenly over the devices, and A "
+                             f"({type(A).__name__}) acts on the whole batch without a take() to pad it: "
+                             "pass a batch that is a multiple of the device count")
+        fwd, y, _ = make_forward(A.take(run), y[run], image_shape)
+        return fwd, y
+
     @classmethod
     def _resolve_config(cls, config):
         if config is None:
@@ -273,6 +302,8 @@ class Solver:
         """The current state (initialised on first access)."""
         if self._state is None:
             self._state = init_state(self.plan, self.data)
+            if self.sharding is not None:
+                self._state = self.sharding.place_state(self._state)
         return self._state
 
     # ------------------------------------------------------------------ running
@@ -310,7 +341,7 @@ class Solver:
                 state, stats = run_chunk(self.plan, self.data, state, jnp.asarray(np.minimum(steps, self.num_steps - 1),
                                                                                    jnp.int32), jnp.asarray(valid))
                 m = int(valid.sum())
-                stats = StepStats(*(np.asarray(a)[:m] for a in stats))
+                stats = StepStats(*(np.asarray(a)[:m, :self.n] if a.ndim >= 2 else np.asarray(a)[:m] for a in stats))
                 self._state = state
                 self.elapsed += time.perf_counter() - t0
                 self._history.append(stats)
@@ -333,8 +364,8 @@ class Solver:
             SolverFailure: some samples failed; ``err.x`` (and ``solver.x``) hold the others.
         """
         self.advance(None, callback)
-        x = decode_images(self.prior, self.state.z)
-        status = np.asarray(self.state.status)
+        x = decode_images(self.data.prior, self.state.z)[:self.n]
+        status = np.asarray(self.state.status)[:self.n]
         failed = np.flatnonzero(status != Status.OK)
         if failed.size:
             x = x.at[failed].set(jnp.nan)
@@ -349,20 +380,24 @@ class Solver:
 
     def current_image(self):
         """The decoded current clean estimate :math:`\\mathcal{D}(\\hat z_0)` in ``[0, 1]`` (for callbacks)."""
-        return decode_images(self.prior, self.state.z0)
+        return decode_images(self.data.prior, self.state.z0)[:self.n]
 
     def measurement_residual(self, x=None):
         """Per-sample :math:`\\|y - \\mathcal{A}(x)\\|` (``[0, 1]`` units) of ``x`` (default: :attr:`x`)."""
         x = self.x if x is None else x
         if x is None:
             raise RuntimeError("nothing solved yet: call solve() or pass x")
-        return _residual(self.data.fwd, self.data.y, jnp.asarray(x, jnp.float32))
+        x = jnp.asarray(x, jnp.float32)
+        if self._run.size != self.n and x.shape[0] == self.n:  # the padded batch's copies of the last sample
+            x = x[self._run]
+        return _residual(self.data.fwd, self.data.y, x)[:self.n]
 
     def history(self) -> StepStats:
         """Per-step statistics so far, each field stacked over steps (leading axis = step)."""
         if not self._history:
             _, stats = jax.eval_shape(lambda s: self.plan.skip(self.data, s, 0), self.state)
-            return StepStats(*(np.zeros((0, *a.shape), a.dtype) for a in stats))
+            return StepStats(*(np.zeros((0, *a.shape), a.dtype)[:, :self.n] if a.ndim else np.zeros((0,), a.dtype)
+                               for a in stats))
         return StepStats(*(np.concatenate(f, axis=0) for f in zip(*self._history)))
 
     def _print_rows(self, stats: StepStats, stop: int):
@@ -423,6 +458,8 @@ class Solver:
                 leaves.append(jnp.asarray(a))
             hist = StepStats(*(f[f"history_{name}"] for name in StepStats._fields))
         self._state = jax.tree_util.tree_unflatten(treedef, leaves)
+        if self.sharding is not None:
+            self._state = self.sharding.place_state(self._state)
         self.step_index = int(meta["step_index"])
         self.elapsed = float(meta.get("elapsed", 0.0))
         self._history = [hist] if hist.t.shape[0] else []
