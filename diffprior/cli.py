@@ -108,7 +108,7 @@ def _train_export(args):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``diffprior`` argument parser with all sub-commands."""
-    from .commands import demo, report, simulate, solve
+    from .commands import demo, merge, report, simulate, solve
 
     parser = _Parser(prog="diffprior", description="Latent-diffusion priors for imaging inverse problems: "
                      "simulate problems, solve them, report the results, train the bundled prior.",
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     simulate.add_parser(sub)
     solve.add_parser(sub)
+    merge.add_parser(sub)
     report.add_parser(sub)
     _add_train(sub)
     return parser

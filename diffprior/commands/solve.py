@@ -176,6 +176,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--devices", default=None, metavar="N|all",
                    help="split each batch over N devices (or all of them) of this process; on a CPU, "
                         "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N host devices (default: one)")
+    p.add_argument("--num-processes", type=_pos_int, default=None, metavar="P",
+                   help="the problems are shared by P processes; this one solves its share into "
+                        "OUT.part-I-of-P.h5 (join the parts with 'diffprior merge OUT')")
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index, 0 to P-1 (with --num-processes, or given to the coordinator)")
+    p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="find the process index and count through jax.distributed (process 0 serves at "
+                        "HOST:PORT; also read from JAX_COORDINATOR_ADDRESS); under Slurm or Open MPI "
+                        "--distributed alone detects them")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() with what --coordinator/--num-processes/--process-id "
+                        "give and the cluster (Slurm, Open MPI) supplies")
     p.add_argument("--overwrite", action="store_true",
                    help="start a fresh result file instead of resuming (discards finished samples)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -237,6 +249,39 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     return solver_cls, config, task, prior_path, hyper
 
 
+def _process(args):
+    """``(index, count)`` of this process among those sharing the problems, or ``None`` (alone).
+
+    With ``--coordinator`` or ``--distributed`` they come from ``jax.distributed.initialize``
+    (flags, ``JAX_COORDINATOR_ADDRESS``, or Slurm / Open MPI detection), which is shut down
+    again at once: the shares are independent, so the processes need not stay connected (and
+    one restarted alone finds its part). Otherwise from ``--num-processes``/``--process-id``.
+    """
+    given = (args.num_processes, args.process_id)
+    if args.coordinator or args.distributed:
+        import jax
+
+        try:
+            jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                       process_id=args.process_id, initialization_timeout=120)
+        except (ValueError, RuntimeError) as e:
+            raise CLIError(f"jax.distributed.initialize failed: {str(e).splitlines()[0]}") from None
+        from jax._src import distributed as _jd  # the index and count initialize() settled on,
+
+        # read without starting the backends, which then stay local to this process
+        index, count = _jd.global_state.process_id, _jd.global_state.num_processes
+        jax.distributed.shutdown()
+    elif given == (None, None):
+        return None
+    elif None in given:
+        raise CLIError("--num-processes and --process-id go together (or use --coordinator / --distributed)")
+    else:
+        index, count = args.process_id, args.num_processes
+    if not 0 <= index < count:
+        raise CLIError(f"--process-id {index} is out of range for {count} processes (0 to {count - 1})")
+    return int(index), int(count)
+
+
 def _devices(value, solver_cls):
     """``--devices`` -> the solvers' ``devices`` argument (a count or 'all'), checked before any work."""
     if value is None:
@@ -283,8 +328,7 @@ def _load_prior(path: Path):
 
 def run(args) -> None:
     """Run ``diffprior solve`` with parsed arguments."""
-    from ..io import IncompatibleResultError, ResultWriter, WriteMode, read_problem
-    from ..runner import solve_problem
+    from ..io import read_problem
 
     t_start = time.perf_counter()
     problem_path = Path(args.problem)
@@ -292,11 +336,37 @@ def run(args) -> None:
     N = problem.n_samples
     image_shape = tuple(int(s) for s in np.asarray(problem.operator["input_shape"]).ravel()[-3:])
     solver_cls, config, task, prior_path, hyper = _settings(args, problem)
+    process = _process(args)  # before anything starts JAX's backends
     devices = _devices(args.devices, solver_cls)
     out = Path(args.out)
+    if process is not None:
+        from ..parts import part_path
+
+        out = part_path(out, *process)
     if out.resolve() == problem_path.resolve():
         raise CLIError("--out must differ from the problem file")
+    mine = np.arange(N)
+    if process is not None:
+        from ..parts import share
+
+        mine = share(N, *process)
+    from ..parts import PartError, exclusive
+
     _check_writable(out)
+    try:
+        with exclusive(out):  # a second process writing the same file is refused
+            _solve_locked(args, problem, problem_path, out, N, image_shape, solver_cls, config, task, prior_path,
+                          hyper, devices, process, mine, t_start)
+    except PartError as e:
+        raise CLIError(str(e)) from None
+
+
+def _solve_locked(args, problem, problem_path, out, N, image_shape, solver_cls, config, task, prior_path, hyper,
+                  devices, process, mine, t_start) -> None:
+    """The part of ``run`` done while holding ``out``'s lock."""
+    from ..io import IncompatibleResultError, ResultWriter, WriteMode
+    from ..runner import solve_problem
+
     writer_kw = dict(n_samples=N, image_shape=image_shape, solver=solver_cls.__name__, hyperparameters=hyper,
                      seed=args.seed, problem=str(problem_path.resolve()))
     writer = None
@@ -305,14 +375,16 @@ def run(args) -> None:
             writer = ResultWriter(out, mode=WriteMode.RESUME, **writer_kw)
         except IncompatibleResultError as e:
             raise _incompatible(e, out) from None
-        pending = writer.pending_indices()
+        pending = np.intersect1d(writer.pending_indices(), mine)
         if pending.size == 0:
             writer.close()
-            print(f"nothing to do: all {N} samples of {out} are done (see: diffprior report {out})")
+            print(f"nothing to do: all {mine.size} samples of {out} are done" + (
+                f" (when every part is: diffprior merge {args.out})" if process else
+                f" (see: diffprior report {out})"))
             return
     else:
-        pending = np.arange(N)
-    n_before = N - pending.size
+        pending = mine
+    n_before = mine.size - pending.size
     prior = _load_prior(prior_path) if solver_cls.uses_prior else None  # a bad prior fails before any write
     notes = []
     if prior is not None:
@@ -332,7 +404,8 @@ def run(args) -> None:
               "defaults apply: pass --preset TASK for a task's preset", file=sys.stderr)
     label = f"{solver_cls.__name__}" + (f" (preset {task})" if task else "")
     steps = f"{args.steps} steps, " if solver_cls.uses_prior else ""
-    print(f"solving {pending.size} of {N} samples with {label}, {steps}batch {B}, seed {args.seed}"
+    print(f"solving {pending.size} of {mine.size} samples" + (f" (process {process[0]} of {process[1]})" if process else "")
+          + f" with {label}, {steps}batch {B}, seed {args.seed}"
           + (f", prior {prior_path}" if solver_cls.uses_prior else "") + f" -> {out}"
           + (f" ({n_before} already done)" if n_before else ""), file=sys.stderr)
     for note in notes:
@@ -340,7 +413,7 @@ def run(args) -> None:
 
     from tqdm.auto import tqdm
 
-    sample_bar = tqdm(total=N, initial=n_before, unit="sample", desc="samples", disable=not show, position=0)
+    sample_bar = tqdm(total=mine.size, initial=n_before, unit="sample", desc="samples", disable=not show, position=0)
     step_bar = tqdm(total=args.steps, unit="step", desc="steps", leave=False,
                     disable=not (show and solver_cls.uses_prior), position=1)
     done = [n_before]
@@ -355,7 +428,7 @@ def run(args) -> None:
         step_bar.reset(total=args.steps)
         if not show:
             compiled = f", compiled in {report.compile_seconds:.1f} s first" if report.compile_seconds > 1 else ""
-            print(f"  samples {report.indices[0]}-{report.indices[-1]} done ({done[0]}/{N}, "
+            print(f"  samples {report.indices[0]}-{report.indices[-1]} done ({done[0]}/{mine.size}, "
                   f"{report.seconds:.1f} s{compiled})", file=sys.stderr)
 
     try:
@@ -367,16 +440,19 @@ def run(args) -> None:
         sample_bar.close()
         writer.close()
     failed = summary["failed"]
-    line = f"solved {summary['appended']} samples in {time.perf_counter() - t_start:.1f} s -> {out} ({N}/{N} done)"
+    line = (f"solved {summary['appended']} samples in {time.perf_counter() - t_start:.1f} s -> {out} "
+            f"({mine.size}/{mine.size} done)")
     if problem.ground_truth is not None:
         from ..io import read_result
 
         res = read_result(out)
-        ok = res.done & np.isfinite(res.metrics.get("psnr", np.full(N, np.nan)))
+        ok = res.done & np.isin(np.arange(N), mine) & np.isfinite(res.metrics.get("psnr", np.full(N, np.nan)))
         if ok.any():
             line += (f"; mean PSNR {np.mean(res.metrics['psnr'][ok]):.2f} dB, "
                      f"SSIM {np.mean(res.metrics['ssim'][ok]):.4f}")
     print(line)
+    if process:
+        print(f"process {process[0]} of {process[1]} done; when every part is: diffprior merge {args.out}")
     if failed:
         raise CLIError(f"{len(failed)} of {N} samples failed (non-finite or diverged; stored as NaN with their "
                        f"history): {failed[:20]}{' ...' if len(failed) > 20 else ''}", exit_code=1)

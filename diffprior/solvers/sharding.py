@@ -30,7 +30,7 @@ def resolve_devices(devices) -> list | None:
     """
     if devices is None:
         return None
-    present = jax.devices()
+    present = jax.local_devices()
     if isinstance(devices, str):
         if devices != "all":
             raise ValueError(f"devices must be 'all', a count or a list of devices, got {devices!r}")
