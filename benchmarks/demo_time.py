@@ -17,7 +17,6 @@ cores: the demo uses them).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _records import load_average, write_record  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 LAUNCH = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import diffprior, operators; "
           "root = sys.argv[1]; assert diffprior.__file__.startswith(root), diffprior.__file__; "
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
                           check=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                                 capture_output=True, text=True).stdout.strip())
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     runs = {}
     for label, tree in ((args.base, old), ("this checkout", ROOT)):
         cache = tmp / f"cache-{len(runs)}"
@@ -78,16 +79,13 @@ def main(argv=None) -> int:
         if args.warm:
             runs[label]["warm"] = run_demo(tree, tmp / f"out-warm-{len(runs)}", cache)
             print(f"{label}: warm demo {runs[label]['warm']['wall_s']:.0f} s", flush=True)
-    load_after = [round(v, 2) for v in os.getloadavg()]
+    load_after = load_average()
     a, b = (runs[k]["cold"] for k in runs)
     keys = sorted(set(a["table"]) & set(b["table"]))
     diff = {m: max(abs(a["table"][k][m] - b["table"][k][m]) for k in keys) for m in ("psnr", "ssim", "lpips")}
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "base": args.base, "head": head + ("+changes" if dirty else ""),
               "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after, "runs": runs,
               "cold_ratio": b["wall_s"] / a["wall_s"], "largest_quality_difference": diff}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     lines = ["# `diffprior demo` wall time, cold compilation cache", "",
              f"Produced by `python benchmarks/demo_time.py` on {record['date']} ({record['cpus']} CPUs): commit "
              f"{args.base} against {record['head']}, one after the other in one run; 1/5/15-min load average "
@@ -106,7 +104,7 @@ def main(argv=None) -> int:
         lines.append(f"| {k} | {x['psnr']:.2f} | {y['psnr']:.2f} | {x['ssim']:.3f} | {y['ssim']:.3f} | "
                      f"{x['lpips']:.3f} | {y['lpips']:.3f} |")
     lines += ["", "Largest difference: " + ", ".join(f"{m} {v:.3g}" for m, v in diff.items()) + "."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(args.out, record, lines)
     print("\n".join(lines))
     return 0
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _records import load_average, write_record  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 FORMS = ("lax", "explicit")
 
@@ -145,20 +147,17 @@ def main(argv=None) -> int:
         solve_once(int(args.child[0]), args.child[1], args.child[2])
         return 0
     cpu = min(os.sched_getaffinity(0))
-    load_before = [round(v, 2) for v in os.getloadavg()]
+    load_before = load_average()
     layers = layer_table()
     for r in layers:
         print(r, flush=True)
     solves = solve_table(cpu)
-    load_after = [round(v, 2) for v in os.getloadavg()]
+    load_after = load_average()
     import jax
 
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "jax": jax.__version__, "cpus": os.cpu_count(),
               "pinned_cpu": cpu, "loadavg_before": load_before, "loadavg_after": load_after,
               "layer": layers, "solves": solves}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     lines = ["# Convolution input gradients inside `lax.scan` (XLA CPU)", "",
              f"Produced by `python benchmarks/scan_conv.py` on {record['date']}, jax {record['jax']}, "
              f"{record['cpus']} CPUs (solves pinned to CPU {cpu}); 1/5/15-min load average "
@@ -173,7 +172,7 @@ def main(argv=None) -> int:
               "| image | method | lax | explicit | speed-up | max \\|dx\\| |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['size']}x{r['size']} | {r['method']} | {r['lax_s_per_image']:.2f} | "
               f"{r['explicit_s_per_image']:.2f} | {r['speedup']:.1f}x | {r['max_abs_difference']:.1e} |" for r in solves]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_record(args.out, record, lines)
     print("\n".join(lines))
     return 0
 

@@ -94,3 +94,20 @@ def _fast_random_prior(unet_config, vae_config, text_config, tokenizer, seed: in
     vp = init(vae, jnp.zeros((1, s * f, s * f, vae_config.in_channels)))
     tp = init(text, jnp.zeros((1, text_config.max_position_embeddings), jnp.int32))
     return LatentDiffusionPrior(up, vp, tp, Schedule.create(), unet, vae, text, tokenizer)
+
+
+# ------------------------------------------------------------------ small problem files for CLI tests
+def write_problem_folder(root, n: int, seed: int, task: str = "inpaint-freeform", size: int = 16):
+    """``n`` random ``size`` x ``size`` RGB PNGs in ``root/im`` simulated into ``root/p.h5`` by
+    ``diffprior simulate --task TASK``; returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    from diffprior.cli import main
+
+    x = (np.random.default_rng(seed).uniform(size=(n, size, size, 3)) * 255).astype(np.uint8)
+    (root / "im").mkdir()
+    for i in range(n):
+        Image.fromarray(x[i]).save(root / "im" / f"{i}.png")
+    assert main(["simulate", str(root / "im"), "--task", task, "--out", str(root / "p.h5")]) == 0
+    return root

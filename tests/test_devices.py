@@ -17,6 +17,7 @@ import pytest
 
 from diffprior.cli import main
 from diffprior.io import read_result
+from conftest import write_problem_folder
 
 V1 = Path(__file__).parent / "fixtures" / "sd_tiny" / "v1"  # native 16 x 16 images, 8 x 8 latents
 TWO = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -89,15 +90,7 @@ def test_more_devices_than_present_are_refused():
 
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
-    root = tmp_path_factory.mktemp("devices")
-    x = (np.random.default_rng(2).uniform(size=(3, 16, 16, 3)) * 255).astype(np.uint8)
-    from PIL import Image
-
-    (root / "im").mkdir()
-    for i in range(3):
-        Image.fromarray(x[i]).save(root / "im" / f"{i}.png")
-    assert main(["simulate", str(root / "im"), "--task", "inpaint-freeform", "--out", str(root / "p.h5")]) == 0
-    return root
+    return write_problem_folder(tmp_path_factory.mktemp("devices"), 3, seed=2)
 
 
 def _solve_args(root, out, *extra):

@@ -10,23 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from diffprior.cli import main
 from diffprior.io import read_result
 from diffprior.parts import exclusive, part_path, share
+from conftest import write_problem_folder
 
 V1 = Path(__file__).parent / "fixtures" / "sd_tiny" / "v1"  # native 16 x 16 images
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("processes")
-    x = (np.random.default_rng(3).uniform(size=(5, 16, 16, 3)) * 255).astype(np.uint8)
-    (root / "im").mkdir()
-    for i in range(5):
-        Image.fromarray(x[i]).save(root / "im" / f"{i}.png")
-    assert main(["simulate", str(root / "im"), "--task", "inpaint-freeform", "--out", str(root / "p.h5")]) == 0
+    root = write_problem_folder(tmp_path_factory.mktemp("processes"), 5, seed=3)
     assert main(_args(root, "single.h5")) == 0
     return root
 
