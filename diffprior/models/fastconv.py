@@ -13,7 +13,7 @@ with :math:`\\bar g \\uparrow s` the cotangent dilated by the stride, :math:`\\o
 the spatial reversal and :math:`T_{io}` the swap of the kernel's input and output channels.
 JAX's own transpose rule writes the same convolution with the reversal and the swap folded into
 the convolution's dimension numbers. Measured on this project's CPU machine (jax 0.8.1), that
-form runs 25-30 times slower when it sits in the body of a ``lax.scan`` (the solvers' chunked
+form runs 20-30 times slower when it sits in the body of a ``lax.scan`` (the solvers' chunked
 loop) than the same program unrolled; the form above, with the flipped and transposed kernel
 materialised as an ordinary ``HWIO`` array, runs at the unrolled speed in both
 (``benchmarks/scan_conv.py`` measures it). The forward pass is ``lax.conv_general_dilated``
