@@ -163,6 +163,10 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         raise ValueError(f"got {len(prompt)} prompts for {problem.n_samples} samples")
     pending = np.asarray(writer.pending_indices() if indices is None else indices, np.int64)
     A = problem_operator(problem)
+    if devices is not None and prior is not None:  # the weights go to the devices once, not per batch
+        from .solvers.sharding import replicate
+
+        prior = replicate(prior, devices)
     B = int(min(batch, problem.n_samples))
     root = jax.random.PRNGKey(int(seed))
     gt = problem.ground_truth

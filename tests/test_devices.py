@@ -46,6 +46,11 @@ for cls in (LDPS, P2L):
     out[cls.__name__ + "_shape"] = list(got[2].shape)
     out[cls.__name__ + "_diff"] = float(np.abs(got[None] - got[2]).max())
     out[cls.__name__ + "_all_equal_2"] = bool(np.array_equal(got[2], got["all"]))
+from diffprior.solvers.sharding import replicate
+rp = replicate(prior, 2)
+s = LDPS(y=y, A=A, prior=rp, key=jax.random.PRNGKey(0), num_steps=3, progress=False, devices=2)
+out["replicated_prior_reused"] = all(a is b for a, b in zip(jax.tree_util.tree_leaves(s.data.prior),
+                                                            jax.tree_util.tree_leaves(rp)))
 print("RESULT " + json.dumps(out))
 """
 
@@ -67,6 +72,7 @@ def test_two_devices_reproduce_one_device_with_a_padded_batch():
         assert out[f"{name}_history"] == [3, 3] and out[f"{name}_residual"] == [3]
         assert out[f"{name}_diff"] < 1e-4, out  # float tolerance: per-device batches sum in another order
         assert out[f"{name}_all_equal_2"]
+    assert out["replicated_prior_reused"]  # the runner replicates the weights once; solvers do not copy them
 
 
 def test_more_devices_than_present_are_refused():

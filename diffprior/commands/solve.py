@@ -345,12 +345,9 @@ def run(args) -> None:
         out = part_path(out, *process)
     if out.resolve() == problem_path.resolve():
         raise CLIError("--out must differ from the problem file")
-    mine = np.arange(N)
-    if process is not None:
-        from ..parts import share
+    from ..parts import PartError, exclusive, share
 
-        mine = share(N, *process)
-    from ..parts import PartError, exclusive
+    mine = share(N, *process) if process is not None else np.arange(N)
 
     _check_writable(out)
     try:
@@ -446,7 +443,7 @@ def _solve_locked(args, problem, problem_path, out, N, image_shape, solver_cls, 
         from ..io import read_result
 
         res = read_result(out)
-        ok = res.done & np.isin(np.arange(N), mine) & np.isfinite(res.metrics.get("psnr", np.full(N, np.nan)))
+        ok = res.done & np.isfinite(res.metrics.get("psnr", np.full(N, np.nan)))
         if ok.any():
             line += (f"; mean PSNR {np.mean(res.metrics['psnr'][ok]):.2f} dB, "
                      f"SSIM {np.mean(res.metrics['ssim'][ok]):.4f}")

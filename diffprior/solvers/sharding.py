@@ -53,6 +53,16 @@ def padded_indices(n: int, count: int) -> np.ndarray:
     return np.concatenate([np.arange(n), np.full(total - n, n - 1)]).astype(np.int64)
 
 
+def replicate(tree, devices):
+    """``tree`` (e.g. a prior's weights) copied to every device of ``devices`` (as
+    :class:`BatchSharding` places it), so that solvers built on it do not copy it again."""
+    found = resolve_devices(devices)
+    if found is None or len(found) < 2:
+        return tree
+    whole = NamedSharding(Mesh(np.asarray(found), (AXIS,)), PartitionSpec())
+    return jax.device_put(tree, jax.tree_util.tree_map(lambda _: whole, tree))
+
+
 class BatchSharding:
     """Placement of a solver's arrays on a 1-D device mesh.
 
