@@ -142,8 +142,7 @@ def test_unknown_layout(tmp_path):
     with pytest.raises(PriorLoadError) as e:
         priors.load(tmp_path)
     msg = str(e.value)
-    for expected in ("weights.ckpt", "notes/", "diffusers latent-diffusion pipeline", "UNet2DModel",
-                     "not implemented"):
+    for expected in ("weights.ckpt", "notes/", "diffusers latent-diffusion pipeline", "UNet2DModel"):
         assert expected in msg, f"{expected!r} not in:\n{msg}"
 
 
@@ -152,12 +151,16 @@ def test_missing_folder():
         priors.load("/nonexistent/prior")
 
 
-def test_pixel_layout_is_recognised_but_not_implemented(tmp_path):
+def test_incomplete_pixel_folder_goes_to_the_pixel_loader(tmp_path):
+    """A DDPM pipeline folder is loaded by PixelDiffusionPrior (tests/test_pixel_parity.py has
+    the complete ones); an incomplete one is refused naming what is missing."""
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
-    with pytest.raises(PriorLoadError, match="pixel-space .*not implemented"):
+    with pytest.raises(PriorLoadError, match="not a complete pixel-space diffusers folder") as e:
         priors.load(tmp_path)
+    assert "missing unet/diffusion_pytorch_model.safetensors" in str(e.value)
+    assert "missing scheduler/scheduler_config.json" in str(e.value)
 
 
 def test_incomplete_diffusers_folder_goes_to_the_diffusers_loader(tmp_path):

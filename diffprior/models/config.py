@@ -148,6 +148,160 @@ class UNetConfig:
         )
 
 
+#: Block types of diffusers' ``UNet2DModel`` that :class:`UNet2DConfig` implements.
+UNET2D_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
+UNET2D_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+UNET2D_MID_BLOCKS = ("UNetMidBlock2D", None)
+
+
+def _sample_size(value):
+    """diffusers' ``sample_size``: an int (square), ``[H, W]`` or null -> ``(H, W)`` or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise UnsupportedConfigError(f"UNet2DModel config: sample_size must be an int or [H, W], got {value!r}")
+        return (int(value[0]), int(value[1]))
+    return (int(value), int(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class UNet2DConfig:
+    """``UNet2DModel`` hyperparameters: the unconditional pixel-space UNet of the DDPM
+    checkpoints (``google/ddpm-cifar10-32``, ``google/ddpm-celebahq-256``, ...).
+
+    Defaults are those of diffusers' ``UNet2DModel`` constructor, so a ``config.json`` that
+    omits a key means what it means to diffusers. :meth:`from_dict` refuses (one line naming
+    each value) the options this port does not implement: Fourier or learned time
+    embeddings, class conditioning, ``resnet_time_scale_shift`` other than ``"default"``,
+    ``resnet`` down/upsamplers, activations other than SiLU and block types other than
+    :data:`UNET2D_DOWN_BLOCKS` / :data:`UNET2D_UP_BLOCKS` (e.g. the ``Skip*`` blocks of the
+    score-SDE models).
+
+    Attributes:
+        sample_size: the native ``(H, W)`` (diffusers stores an int for square models), or
+            ``None``.
+        attention_head_dim: channels per attention head; ``None``: one head spanning all the
+            block's channels (the DDPM checkpoints), as diffusers does.
+        attn_norm_num_groups: groups of the mid-block attention's GroupNorm (``None``:
+            ``norm_num_groups``).
+        add_attention: the mid block has its self-attention layer.
+        mid_block_type: ``"UNetMidBlock2D"`` or ``None`` (no mid block).
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple = (224, 448, 672, 896)
+    down_block_types: tuple = ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
+    up_block_types: tuple = ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    mid_block_type: str | None = "UNetMidBlock2D"
+    layers_per_block: int = 2
+    attention_head_dim: int | None = 8
+    norm_num_groups: int = 32
+    attn_norm_num_groups: int | None = None
+    norm_eps: float = 1e-5
+    add_attention: bool = True
+    center_input_sample: bool = False
+    flip_sin_to_cos: bool = True
+    freq_shift: float = 0.0
+    time_embedding_dim: int | None = None
+    mid_block_scale_factor: float = 1.0
+    downsample_padding: int = 1
+    sample_size: tuple | None = None
+
+    @property
+    def num_levels(self) -> int:
+        """Resolution levels; inputs must be divisible by ``2 ** (num_levels - 1)``."""
+        return len(self.block_out_channels)
+
+    @property
+    def size_multiple(self) -> int:
+        """The factor every input height and width must be a multiple of."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def heads(self, channels: int) -> tuple[int, int]:
+        """``(heads, dim_head)`` of an attention layer over ``channels`` (diffusers' rule)."""
+        d = channels if self.attention_head_dim is None else int(self.attention_head_dim)
+        return channels // d, d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "UNet2DConfig":
+        """Build from a diffusers ``UNet2DModel`` ``config.json`` dictionary.
+
+        Raises:
+            UnsupportedConfigError: an option this port does not implement (the message names
+                every offending key and value), or inconsistent block lists.
+        """
+        _check_unsupported(d, {
+            "act_fn": ("silu", "swish"), "time_embedding_type": "positional", "class_embed_type": None,
+            "num_class_embeds": None, "resnet_time_scale_shift": "default", "downsample_type": "conv",
+            "upsample_type": "conv",
+        }, "UNet2DModel")
+        down = tuple(d.get("down_block_types", cls.down_block_types))
+        up = tuple(d.get("up_block_types", cls.up_block_types))
+        mid = d.get("mid_block_type", "UNetMidBlock2D")
+        bad = [b for b in down if b not in UNET2D_DOWN_BLOCKS] + [b for b in up if b not in UNET2D_UP_BLOCKS]
+        if mid not in UNET2D_MID_BLOCKS:
+            bad.append(mid)
+        if bad:
+            raise UnsupportedConfigError(
+                f"UNet2DModel config uses unsupported block types: {', '.join(map(str, bad))} (supported: "
+                f"{', '.join(UNET2D_DOWN_BLOCKS + UNET2D_UP_BLOCKS)}, mid block UNetMidBlock2D or null)")
+        channels = tuple(int(c) for c in d.get("block_out_channels", cls.block_out_channels))
+        if not (len(down) == len(up) == len(channels)):
+            raise UnsupportedConfigError(
+                f"UNet2DModel config: down_block_types ({len(down)}), up_block_types ({len(up)}) and "
+                f"block_out_channels ({len(channels)}) must have the same length")
+        layers = d.get("layers_per_block", 2)
+        if isinstance(layers, (list, tuple)) or int(layers) < 1:
+            raise UnsupportedConfigError(f"UNet2DModel config: layers_per_block must be a positive integer, "
+                                         f"got {layers!r}")
+        groups = d.get("norm_num_groups", 32)
+        attn_groups = d.get("attn_norm_num_groups")
+        head_dim = d.get("attention_head_dim", 8)
+        problems = []
+        if groups is None:
+            problems.append("norm_num_groups=None (diffusers' blocks need an integer)")
+        else:
+            problems += [f"block_out_channels {c} is not divisible by norm_num_groups={groups}"
+                         for c in channels if c % int(groups)]
+        if attn_groups is not None and channels[-1] % int(attn_groups):
+            problems.append(f"block_out_channels[-1]={channels[-1]} is not divisible by "
+                            f"attn_norm_num_groups={attn_groups}")
+        if head_dim is not None and (isinstance(head_dim, (list, tuple)) or int(head_dim) < 1):
+            problems.append(f"attention_head_dim must be a positive integer or null, got {head_dim!r}")
+        elif head_dim is not None:
+            attn = [c for c, kind in zip(channels, down) if kind.startswith("Attn")]
+            attn += [c for c, kind in zip(channels[::-1], up) if kind.startswith("Attn")]
+            attn += [channels[-1]] if mid is not None and d.get("add_attention", True) else []
+            problems += [f"attention_head_dim={head_dim} exceeds the {c} channels of an attention block "
+                         "(no head left)" for c in sorted(set(attn)) if c < int(head_dim)]
+        if problems:
+            raise UnsupportedConfigError("UNet2DModel config: " + "; ".join(problems))
+        sample = d.get("sample_size", d.get("image_size"))  # very early diffusers configs say image_size
+        return cls(
+            in_channels=int(d.get("in_channels", 3)),
+            out_channels=int(d.get("out_channels", 3)),
+            block_out_channels=channels,
+            down_block_types=down,
+            up_block_types=up,
+            mid_block_type=mid,
+            layers_per_block=int(layers),
+            attention_head_dim=None if head_dim is None else int(head_dim),
+            norm_num_groups=int(groups),
+            attn_norm_num_groups=None if attn_groups is None else int(attn_groups),
+            norm_eps=float(d.get("norm_eps", 1e-5)),
+            add_attention=bool(d.get("add_attention", True)),
+            center_input_sample=bool(d.get("center_input_sample", False)),
+            flip_sin_to_cos=bool(d.get("flip_sin_to_cos", True)),
+            freq_shift=float(d.get("freq_shift", 0)),
+            time_embedding_dim=None if d.get("time_embedding_dim") is None else int(d["time_embedding_dim"]),
+            mid_block_scale_factor=float(d.get("mid_block_scale_factor", 1.0)),
+            downsample_padding=int(d.get("downsample_padding", 1)),
+            sample_size=_sample_size(sample),
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
     """``AutoencoderKL`` hyperparameters."""
@@ -257,6 +411,24 @@ def to_diffusers_dict(cfg) -> dict:
             "time_embedding_dim": cfg.time_embedding_dim,
             "conv_in_kernel": cfg.conv_in_kernel, "conv_out_kernel": cfg.conv_out_kernel,
             "act_fn": "silu", "sample_size": cfg.sample_size,
+        }
+    if isinstance(cfg, UNet2DConfig):
+        size = cfg.sample_size
+        return {
+            "_class_name": "UNet2DModel",
+            "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+            "block_out_channels": list(cfg.block_out_channels),
+            "down_block_types": list(cfg.down_block_types), "up_block_types": list(cfg.up_block_types),
+            "mid_block_type": cfg.mid_block_type, "layers_per_block": cfg.layers_per_block,
+            "attention_head_dim": cfg.attention_head_dim, "norm_num_groups": cfg.norm_num_groups,
+            "attn_norm_num_groups": cfg.attn_norm_num_groups, "norm_eps": cfg.norm_eps,
+            "add_attention": cfg.add_attention, "center_input_sample": cfg.center_input_sample,
+            "flip_sin_to_cos": cfg.flip_sin_to_cos, "freq_shift": cfg.freq_shift,
+            "time_embedding_dim": cfg.time_embedding_dim, "mid_block_scale_factor": cfg.mid_block_scale_factor,
+            "downsample_padding": cfg.downsample_padding,
+            "sample_size": None if size is None else (size[0] if size[0] == size[1] else list(size)),
+            "act_fn": "silu", "time_embedding_type": "positional", "resnet_time_scale_shift": "default",
+            "downsample_type": "conv", "upsample_type": "conv",
         }
     if isinstance(cfg, VAEConfig):
         n = len(cfg.block_out_channels)

@@ -217,22 +217,43 @@ class Transformer2DModel(nn.Module):
 
 
 class SpatialSelfAttention(nn.Module):
-    """Single-head self-attention over pixels used in the VAE mid block (GN, q/k/v, residual)."""
+    """Self-attention over the pixels of a feature map: GroupNorm, q/k/v, residual.
+
+    diffusers' ``Attention`` as built by the VAE mid block (one head) and by the
+    ``UNet2DModel`` blocks (``AttnDownBlock2D``, ``AttnUpBlock2D``, ``UNetMidBlock2D``):
+
+    .. math:: y = \\bigl(x + W_o\\,\\mathrm{MHA}(W_q h, W_k h, W_v h)\\bigr) / s,
+              \\quad h = \\mathrm{GN}(x)
+
+    Attributes:
+        channels: the feature map's channels (also the output's).
+        groups, eps: the GroupNorm's groups and epsilon.
+        heads: attention heads.
+        dim_head: channels per head (``None``: ``channels // heads``); the projections map
+            ``channels`` to ``heads * dim_head`` and back.
+        rescale_output_factor: :math:`s`, dividing the residual sum (diffusers'
+            ``rescale_output_factor``; the mid block's ``output_scale_factor``).
+    """
 
     channels: int
     groups: int = 32
     eps: float = 1e-6
+    heads: int = 1
+    dim_head: int | None = None
+    rescale_output_factor: float = 1.0
 
     @nn.compact
     def __call__(self, x):
         n, hh, ww, c = x.shape
+        inner = self.heads * (self.dim_head if self.dim_head is not None else c // self.heads)
         h = nn.GroupNorm(self.groups, epsilon=self.eps, name="group_norm")(x).reshape(n, hh * ww, c)
-        q = nn.Dense(c, name="to_q")(h)
-        k = nn.Dense(c, name="to_k")(h)
-        v = nn.Dense(c, name="to_v")(h)
-        out = scaled_dot_product(q, k, v, heads=1, upcast=True)
+        q = nn.Dense(inner, name="to_q")(h)
+        k = nn.Dense(inner, name="to_k")(h)
+        v = nn.Dense(inner, name="to_v")(h)
+        out = scaled_dot_product(q, k, v, heads=self.heads, upcast=True)
         out = nn.Dense(c, name="to_out_0")(out).reshape(n, hh, ww, c)
-        return out + x
+        out = out + x
+        return out if self.rescale_output_factor == 1.0 else out / self.rescale_output_factor
 
 
 def timestep_embedding(t, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,

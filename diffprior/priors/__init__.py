@@ -2,7 +2,9 @@
 
 * :class:`DiffusionPrior` (:mod:`diffprior.priors.protocol`): what every prior implements
   (``schedule``, ``metadata``, ``encode``, ``decode``, ``eps_and_x0``, ``embed``,
-  ``latent_shape``); :class:`~diffprior.prior.LatentDiffusionPrior` is the implementation.
+  ``latent_shape``); :class:`~diffprior.prior.LatentDiffusionPrior` (Stable Diffusion) and
+  :class:`~diffprior.priors.pixel.PixelDiffusionPrior` (a DDPM ``UNet2DModel`` on pixels)
+  implement it.
 * :func:`load`: a prior from a folder, dispatching on its layout.
 * :class:`PriorMetadata`, :func:`read_metadata`, :func:`write_metadata`
   (:mod:`diffprior.priors.metadata`): the folder's ``diffprior.json``, which says among
@@ -29,13 +31,17 @@ from .protocol import SOLVER_MEMBERS, DiffusionPrior
 
 #: Components of a diffusers latent-diffusion pipeline folder.
 DIFFUSERS_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-#: diffusers pipelines that denoise in pixel space with a ``UNet2DModel`` (not implemented yet).
+#: diffusers pipelines that denoise in pixel space with a ``UNet2DModel``.
 _PIXEL_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "ScoreSdeVePipeline", "PNDMPipeline", "KarrasVePipeline")
 
 _LAYOUTS = (
     "a diffusers latent-diffusion pipeline (Stable Diffusion v1.x layout: model_index.json and "
-    "unet/ vae/ text_encoder/ tokenizer/ scheduler/ with config.json and *.safetensors)"
+    "unet/ vae/ text_encoder/ tokenizer/ scheduler/ with config.json and *.safetensors); "
+    "a pixel-space diffusers UNet2DModel (DDPM) folder (unet/ and scheduler/, or config.json, "
+    "diffusion_pytorch_model.safetensors and scheduler_config.json side by side)"
 )
+#: Autoencoder folders: their presence makes a folder a latent model.
+_AUTOENCODERS = ("vae", "vqvae")
 
 
 def _json(file: Path) -> dict:
@@ -55,6 +61,9 @@ def _resolve(path) -> Path:
 
 
 def _is_pixel_layout(folder: Path) -> bool:
+    """A ``UNet2DModel`` (or pixel pipeline) folder without an autoencoder."""
+    if any((folder / d).is_dir() for d in _AUTOENCODERS):
+        return False
     if _json(folder / "model_index.json").get("_class_name") in _PIXEL_PIPELINES:
         return True
     for cfg in (folder / "unet" / "config.json", folder / "config.json"):
@@ -66,11 +75,17 @@ def _is_pixel_layout(folder: Path) -> bool:
 def load(path: str | os.PathLike | None = None, dtype=None, **kw):
     """Load a prior from a local folder (nothing is downloaded), dispatching on its layout.
 
-    Understood layouts: a diffusers latent-diffusion pipeline folder (``model_index.json``
-    and/or ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``) ->
-    :meth:`LatentDiffusionPrior.from_pretrained <diffprior.prior.LatentDiffusionPrior.from_pretrained>`.
-    A pixel-space ``UNet2DModel`` folder is recognised but not implemented yet. The
-    prior's :attr:`~DiffusionPrior.metadata` comes from the folder's ``diffprior.json``
+    Understood layouts:
+
+    * a pixel-space folder: a ``UNet2DModel`` configuration (``unet/config.json`` or
+      ``config.json``) or a pixel pipeline's ``model_index.json`` (``DDPMPipeline``, ...),
+      and no ``vae/`` or ``vqvae/`` ->
+      :meth:`PixelDiffusionPrior.from_pretrained <diffprior.priors.pixel.PixelDiffusionPrior.from_pretrained>`;
+    * a diffusers latent-diffusion pipeline folder (``model_index.json`` and/or
+      ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``) ->
+      :meth:`LatentDiffusionPrior.from_pretrained <diffprior.prior.LatentDiffusionPrior.from_pretrained>`.
+
+    The prior's :attr:`~DiffusionPrior.metadata` comes from the folder's ``diffprior.json``
     (:func:`read_metadata`).
 
     Args:
@@ -96,15 +111,15 @@ def load(path: str | os.PathLike | None = None, dtype=None, **kw):
         raise PriorLoadError(f"{folder} is not a directory" + (" (does it exist?)" if not folder.exists() else ""))
     dtype = jnp.float32 if dtype is None else dtype
     if _is_pixel_layout(folder):
-        raise PriorLoadError(f"{folder} looks like a pixel-space diffusers UNet2DModel prior, which is not "
-                             f"implemented yet; understood layouts: {_LAYOUTS}")
+        from .pixel import PixelDiffusionPrior
+
+        return PixelDiffusionPrior.from_pretrained(folder, dtype=dtype, **kw)
     if (folder / "model_index.json").is_file() or any((folder / c).is_dir() for c in DIFFUSERS_COMPONENTS):
         return LatentDiffusionPrior.from_pretrained(folder, dtype=dtype, **kw)
     entries = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
     found = ", ".join(entries[:20]) + (f", ... ({len(entries)} entries)" if len(entries) > 20 else "")
     raise PriorLoadError(f"{folder} is not a prior folder of an understood layout; it holds: {found or 'nothing'}.\n"
-                         f"Understood layouts: {_LAYOUTS}. A pixel-space diffusers UNet2DModel layout is not "
-                         "implemented yet.")
+                         f"Understood layouts: {_LAYOUTS}.")
 
 
 def preset_table(prior):

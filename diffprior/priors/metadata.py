@@ -21,9 +21,11 @@ Every key but ``format`` is optional:
   apply (see :func:`diffprior.priors.preset_table`).
 * ``image_size`` (``[H, W]`` or null): the native resolution; absent: the loader derives it
   from the model configuration where it can.
-* ``latent``, ``conditioning`` (booleans, default true): whether diffusion runs in an
-  autoencoder's latent space and whether the prior takes text. They describe the
-  implementation; the loader checks them against the folder's layout.
+* ``latent``, ``conditioning`` (booleans): whether diffusion runs in an autoencoder's
+  latent space and whether the prior takes text. They describe the implementation; the
+  loader checks them against the folder's layout. Absent, they default to what the layout
+  is: true for a latent-diffusion pipeline (Stable Diffusion), false for a pixel-space
+  ``UNet2DModel`` folder (:class:`~diffprior.priors.pixel.PixelDiffusionPrior`).
 
 A folder without the file gets these defaults (so a Stable Diffusion download works
 as is). A file that is not valid JSON, or holds unknown values, raises
@@ -101,7 +103,7 @@ def _error(message: str):
     return PriorLoadError(message)
 
 
-def _parse(data: Any, file: Path, default_name: str) -> PriorMetadata:
+def _parse(data: Any, file: Path, default_name: str, latent: bool = True, conditioning: bool = True) -> PriorMetadata:
     if not isinstance(data, dict):
         raise _error(f"{file}: the prior metadata must be a JSON object, got {type(data).__name__}")
     problems = []
@@ -125,8 +127,8 @@ def _parse(data: Any, file: Path, default_name: str) -> PriorMetadata:
                                  and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
         problems.append(f"image_size must be [H, W] (positive integers) or null, got {size!r}")
     flags = {}
-    for key in ("latent", "conditioning"):
-        v = data.get(key, True)
+    for key, default in (("latent", latent), ("conditioning", conditioning)):
+        v = data.get(key, default)
         if not isinstance(v, bool):
             problems.append(f"{key} must be true or false, got {v!r}")
         flags[key] = v
@@ -135,9 +137,15 @@ def _parse(data: Any, file: Path, default_name: str) -> PriorMetadata:
     return PriorMetadata(name=name, preset_table=table, image_size=size, **flags)
 
 
-def read_metadata(path: str | os.PathLike) -> PriorMetadata:
+def read_metadata(path: str | os.PathLike, *, latent: bool = True, conditioning: bool = True) -> PriorMetadata:
     """Read ``<path>/diffprior.json``; defaults (name: the folder's name, no preset table)
     when the folder has no such file.
+
+    Args:
+        path: the prior folder.
+        latent, conditioning: the values of these keys when the file (or the folder's file)
+            does not give them: the kind of prior the folder's layout says it is (a pixel
+            ``UNet2DModel`` loader passes ``False, False``).
 
     Raises:
         PriorLoadError: the file is not valid JSON or holds invalid values (the message
@@ -147,12 +155,12 @@ def read_metadata(path: str | os.PathLike) -> PriorMetadata:
     file = folder / METADATA_FILE
     default_name = folder.resolve().name or "unnamed"
     if not file.is_file():
-        return PriorMetadata(name=default_name)
+        return PriorMetadata(name=default_name, latent=latent, conditioning=conditioning)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
         raise _error(f"{file}: the prior metadata is not valid JSON ({e})") from None
-    return _parse(data, file, default_name)
+    return _parse(data, file, default_name, latent, conditioning)
 
 
 def write_metadata(path: str | os.PathLike, metadata: PriorMetadata | None = None, **fields) -> Path:

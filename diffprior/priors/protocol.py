@@ -1,13 +1,13 @@
 """The prior protocol: what every diffusion prior in diffprior implements.
 
 This module is the reference for implementers. :class:`DiffusionPrior` is the one protocol;
-:class:`~diffprior.prior.LatentDiffusionPrior` (Stable Diffusion and the bundled CIFAR-10
-model, loaded from a diffusers folder) is the implementation today. The next two
-implementations, **not built yet**, are a pixel-space prior (a diffusers ``UNet2DModel``
-folder: diffusion runs on the images themselves, no autoencoder, usually no text) and a
-tiled wrapper (runs an inner prior on overlapping tiles of an image larger than its native
-size). Both are meant to satisfy this protocol unchanged, so the solvers, the command line
-and the presets need no special cases.
+it is implemented by :class:`~diffprior.prior.LatentDiffusionPrior` (Stable Diffusion and the
+bundled CIFAR-10 model, loaded from a diffusers folder), by
+:class:`~diffprior.priors.pixel.PixelDiffusionPrior` (a diffusers ``UNet2DModel`` folder:
+diffusion runs on the images themselves, no autoencoder, no text) and by the tiled wrapper
+:class:`~diffprior.priors.tiled.TiledPrior` (runs an inner prior on overlapping tiles of an
+image larger than its native size), so the solvers, the command line and the presets need
+no special cases.
 
 Units and shapes
 ----------------
