@@ -18,6 +18,17 @@ and the DDIM update (P2L Eq. 11) with stochasticity :math:`\\eta` is
           \\sqrt{1-\\tfrac{\\bar\\alpha_t}{\\bar\\alpha_{t'}}} .
 
 :math:`\\eta = 1` gives the DDPM ancestral sampler with the posterior variance.
+
+DiffPIR's re-noising (Zhu et al. 2023, Alg. 1) takes the step from a *corrected* clean
+estimate :math:`\\hat z_0` and the noise that it implies,
+
+.. math:: \\hat\\epsilon = \\frac{z_t - \\sqrt{\\bar\\alpha_t}\\,\\hat z_0}{\\sqrt{1-\\bar\\alpha_t}},\\quad
+          z_{t'} = \\sqrt{\\bar\\alpha_{t'}}\\,\\hat z_0 + \\sqrt{1-\\bar\\alpha_{t'}}
+          \\big(\\sqrt{1-\\zeta}\\,\\hat\\epsilon + \\sqrt{\\zeta}\\,\\epsilon\\big)
+
+(:func:`renoise_step`): :math:`\\zeta = 0` is deterministic DDIM from :math:`(\\hat z_0,
+\\hat\\epsilon)`, :math:`\\zeta = 1` forgets :math:`z_t` and draws
+:math:`z_{t'} \\sim q(z_{t'} \\mid \\hat z_0)`.
 """
 
 from __future__ import annotations
@@ -176,3 +187,24 @@ def ddim_step(schedule: Schedule, z0, eps, t, t_prev, eta: float = 0.0, noise=No
         raise ValueError("ddim_step: eta > 0 needs an explicit noise array (derived from a PRNG key)")
     return out
 
+
+def renoise_step(schedule: Schedule, z_t, z0, t, t_prev, zeta: float, noise=None):
+    """DiffPIR's step from ``t`` to ``t_prev`` (Zhu et al. 2023, Alg. 1; module docstring).
+
+    Args:
+        schedule: the diffusion schedule.
+        z_t: the current sample :math:`z_t`.
+        z0: the (data-corrected) clean estimate :math:`\\hat z_0`.
+        t, t_prev: current and next timestep (``t_prev < 0`` for the final step).
+        zeta: :math:`\\zeta \\in [0, 1]`, the share of fresh noise.
+        noise: standard normal array like ``z0``; required when ``zeta > 0``.
+    """
+    a = _bcast(schedule.abar(t), z0)
+    ap = _bcast(schedule.abar(t_prev), z0)
+    eps = (z_t - jnp.sqrt(a) * z0) / jnp.sqrt(1 - a)
+    mix = jnp.sqrt(1.0 - zeta) * eps
+    if noise is not None:
+        mix = mix + jnp.sqrt(zeta) * noise
+    elif zeta != 0:
+        raise ValueError("renoise_step: zeta > 0 needs an explicit noise array (derived from a PRNG key)")
+    return jnp.sqrt(ap) * z0 + jnp.sqrt(1 - ap) * mix

@@ -1,10 +1,13 @@
-"""A linear-Gaussian stand-in for a latent diffusion prior, with an exact Tweedie denoiser.
+"""Linear-Gaussian stand-ins for a latent and a pixel-space diffusion prior, with exact Tweedie denoisers.
 
-Latents ``z0 ~ N(mu + w * c, s^2 I)`` (``c``: the first token of the text embedding, one value
-per latent channel), an affine invertible "autoencoder" ``D(z) = z Q^T q + b`` per pixel (Q
-orthogonal, so ``D D^T = q^2 I``) and ``E = D^{-1}``. The diffused marginal is Gaussian, so
-the noise prediction from the exact score makes Tweedie's estimate the exact posterior mean,
-and every posterior the solvers approximate is known in closed form (:func:`posterior_mean`).
+Latent: latents ``z0 ~ N(mu + w * c, s^2 I)`` (``c``: the first token of the text embedding,
+one value per latent channel), an affine invertible "autoencoder" ``D(z) = z Q^T q + b`` per
+pixel (Q orthogonal, so ``D D^T = q^2 I``) and ``E = D^{-1}``. Pixel (:class:`GaussianPixelPrior`):
+``x0 ~ N(mu, s^2 I)`` directly in the ``[-1, 1]`` diffusion space, with the pixel prior's maps
+``E(x) = 2x - 1``, ``D(z) = (z + 1)/2``, no text conditioning, and metadata saying so. The
+diffused marginal is Gaussian, so the noise prediction from the exact score makes Tweedie's
+estimate the exact posterior mean, and every posterior the solvers approximate is known in
+closed form (:func:`posterior_mean`, for either prior).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import scico.linop
 from flax import struct
 
+from diffprior.priors.metadata import PriorMetadata
 from diffprior.schedule import Schedule, tweedie
 
 
@@ -60,6 +64,56 @@ class GaussianLatentPrior:
 
     def embed(self, prompts):
         return jnp.zeros((len(prompts), 1, self.mu.shape[-1]), jnp.float32)
+
+
+#: What a pixel-space prior says about itself (the contract of diffprior.priors.pixel).
+PIXEL_METADATA = PriorMetadata(name="gaussian-pixel", latent=False, conditioning=False)
+
+
+@struct.dataclass
+class GaussianPixelPrior:
+    """``x0 ~ N(mu, s^2 I)`` in the ``[-1, 1]`` diffusion space of a pixel prior (see module doc)."""
+
+    mu: jax.Array  # (H, W, C), diffusion ([-1, 1]) units
+    std: jax.Array  # scalar s, diffusion units
+    schedule: Schedule
+    metadata: PriorMetadata = struct.field(pytree_node=False, default=PIXEL_METADATA)
+
+    @classmethod
+    def create(cls, key, image_shape=(4, 4, 3), std=0.5, metadata=PIXEL_METADATA):
+        # a DDPM-style pixel schedule: linear betas, alpha_bar = 1 after the last step
+        schedule = Schedule.create("linear", 1000, 1e-4, 0.02, set_alpha_to_one=True, steps_offset=0)
+        return cls(0.3 * jax.random.normal(key, image_shape), jnp.float32(std), schedule, metadata)
+
+    def eps_and_x0(self, z, t, emb):
+        a = self.schedule.abar(t)
+        var = a * self.std ** 2 + 1 - a
+        eps = jnp.sqrt(1 - a) * (z - jnp.sqrt(a) * self.mu) / var
+        return eps, tweedie(self.schedule, z, eps, t)
+
+    def decode(self, z):
+        return (z + 1.0) / 2.0
+
+    def encode(self, x):
+        return 2.0 * x - 1.0
+
+    def embed(self, prompts):
+        return jnp.zeros((len(prompts), 1, 1), jnp.float32)
+
+    def latent_shape(self, image_shape):
+        return tuple(image_shape)
+
+
+def pixel_problem(seed=0, m=20, sigma=0.05, n=2, std=0.5):
+    """Pixel prior, a dense operator with ``m`` rows on 4x4x3 images, true ``[-1, 1]`` images and
+    measurements ``y = A x + sigma * noise`` of the ``[0, 1]`` images ``x = D(z)``."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+    prior = GaussianPixelPrior.create(k1, std=std)
+    d = int(np.prod(prior.mu.shape))
+    A = Dense(jax.random.normal(k2, (m, d)) / np.sqrt(d), prior.mu.shape)
+    z_true = prior.mu + prior.std * jax.random.normal(k3, (n, *prior.mu.shape))
+    y = jax.vmap(A)(prior.decode(z_true)) + sigma * jax.random.normal(k4, (n, m))
+    return prior, A, z_true, y
 
 
 class Dense(scico.linop.LinearOperator):

@@ -94,19 +94,22 @@ def test_cli_set_reaches_every_registered_solver(name, tmp_path):
                   {"class": "Downsample", "input_shape": [32, 32, 3], "factor": 4, "method": "average"}, 0.005,
                   task="sr4-avg")
     cls = SOLVERS[name]
-    field = "step_size" if cls.uses_prior else "rho"
+    # a weight every solver of its family has, and a second field (DDS and DiffPIR have no step
+    # size: no guidance step; DiffPIR has no eta: its re-noising has zeta)
+    names = {f.name for f in dataclasses.fields(cls.config_class)}
+    field = next(f for f in ("step_size", "rho", "gamma", "lmbda") if f in names)
+    second, value = next((f, v) for f, v in (("eta", 0.5), ("maxiter", 7), ("zeta", 0.5)) if f in names)
     parser = argparse.ArgumentParser()
     solve.add_parser(parser.add_subparsers())
     args = parser.parse_args(["solve", str(tmp_path / "p.h5"), "--solver", name, "--out", str(tmp_path / "r.h5"),
-                              "--set", f"{field}=0.25", "--set", "maxiter=7" if not cls.uses_prior else "eta=0.5"])
+                              "--set", f"{field}=0.25", "--set", f"{second}={value}"])
     from diffprior.io import read_problem
 
     solver_cls, config, task, _, hyper = solve._settings(args, read_problem(tmp_path / "p.h5"))
     assert solver_cls is cls and task == "sr"
     assert getattr(config, field) == 0.25
-    assert (config.maxiter == 7) if not cls.uses_prior else (config.eta == 0.5)
+    assert getattr(config, second) == value
     # the other fields are the preset's (the bundled prior's table: its metadata says cifar10)
     preset = cls.config_class.for_task(Task.SR, Dataset.CIFAR10)
-    assert dataclasses.replace(config, **{field: getattr(preset, field)},
-                               **({"maxiter": preset.maxiter} if not cls.uses_prior else {"eta": preset.eta})) == preset
+    assert dataclasses.replace(config, **{field: getattr(preset, field), second: getattr(preset, second)}) == preset
     assert cls.config_class.from_json(hyper["config"]) == config

@@ -86,7 +86,8 @@ def test_per_sample_operator_through_p2l_projection(prior):
     for i in (0, N - 1):
         xi = P2L(y=y[i:i + 1], A=A.take([i]), prior=prior, key=keys[i:i + 1], num_steps=STEPS,
                  chunk_size=CHUNK, config=cfg).solve()
-        np.testing.assert_allclose(xi[0], xb[i], rtol=1e-5, atol=1e-6)
+        # float32 rounding differs between a batch of N and of one (FFT blur, CG, prompt tuning): 2e-6 seen
+        np.testing.assert_allclose(xi[0], xb[i], rtol=1e-5, atol=5e-6)
 
 
 def test_per_sample_operators_equal_the_stack_of_single_ones():

@@ -124,8 +124,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "solve",
         help="solve every problem of a problem file and append the results (resumable)",
-        description=wrap("Solve every sample of a problem file with a registered solver (latent diffusion or "
-                     "ADMM), in batches, "
+        description=wrap("Solve every sample of a problem file with a registered solver (latent or pixel-space "
+                     "diffusion, or ADMM), in batches, "
                      "appending each finished sample (reconstruction, PSNR/SSIM when the file has ground "
                      "truth, wall time, per-step history) and the run's provenance to an HDF5 result file. "
                      "Rerunning the same command resumes: finished samples are skipped. Sample n is solved "
@@ -145,15 +145,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("problem", metavar="PROBLEMS",
                    help="problem file (HDF5) written by 'diffprior simulate' or diffprior.io.write_problem")
     p.add_argument("--solver", required=True, choices=list(SOLVERS), metavar="NAME",
-                   help=f"algorithm, one of: {', '.join(SOLVERS)} (P2L is the paper's method)")
+                   help=f"algorithm, one of: {', '.join(SOLVERS)} (P2L is the paper's method; dps, dds and "
+                        "diffpir need a pixel-space prior)")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="result file (HDF5); created, or resumed if it exists with the same settings")
     p.add_argument("--prior", default=None, metavar="PATH",
-                   help="diffusers-format folder of the latent diffusion prior (unet/ vae/ text_encoder/ "
-                        "tokenizer/ scheduler/), e.g. a local Stable Diffusion v1.5; default: the bundled "
-                        "CIFAR-10 prior")
-    p.add_argument("--steps", type=_pos_int, default=DEFAULT_STEPS, metavar="N",
-                   help=f"reverse diffusion (DDIM) steps (default {DEFAULT_STEPS}, as in the paper)")
+                   help="diffusers-format folder of the diffusion prior (unet/ vae/ text_encoder/ "
+                        "tokenizer/ scheduler/ for a latent prior), e.g. a local Stable Diffusion v1.5; "
+                        "default: the bundled CIFAR-10 (latent) prior. The pixel-space solvers (dps, dds, "
+                        "diffpir) need a pixel-space prior")
+    p.add_argument("--steps", type=_pos_int, default=None, metavar="N",
+                   help=f"reverse diffusion steps (default: the solver's, {DEFAULT_STEPS} as in the papers of "
+                        "P2L, the latent baselines and DPS; 50 for DDS, 100 for DiffPIR)")
     p.add_argument("--batch", type=_pos_int, default=DEFAULT_BATCH, metavar="B",
                    help=f"samples solved together (default {DEFAULT_BATCH}); does not change the results")
     p.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
@@ -227,6 +230,8 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     from ..solvers import ConfigError
 
     solver_cls = SOLVERS[args.solver]
+    if args.steps is None:
+        args.steps = getattr(solver_cls, "default_num_steps", DEFAULT_STEPS)
     task = _solver_task(args, problem)
     prior_path = _resolve_prior(args.prior)
     try:
@@ -385,6 +390,12 @@ def _solve_locked(args, problem, problem_path, out, N, image_shape, solver_cls, 
     prior = _load_prior(prior_path) if solver_cls.uses_prior else None  # a bad prior fails before any write
     notes = []
     if prior is not None:
+        from ..solvers import PriorMismatchError
+
+        try:  # a solver (or option) for another kind of prior fails before any write too
+            solver_cls.check_prior_kind(prior, config)
+        except PriorMismatchError as e:
+            raise CLIError(str(e)) from None
         from ..priors.adapt import prior_for_images
 
         try:

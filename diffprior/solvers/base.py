@@ -1,4 +1,4 @@
-"""The solver shell shared by all latent-diffusion solvers (the scico-style face of the core).
+"""The solver shell shared by all diffusion solvers, latent and pixel (the scico-style face of the core).
 
 A solver is built with keyword arguments only and run with :meth:`Solver.solve`::
 
@@ -29,10 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..schedule import ddim_timesteps
-from .common import Loss, Status, Task, check_prior, make_forward, per_sample, residual
+from .common import Loss, Status, Task, check_prior, check_prior_kind, make_forward, per_sample, residual
 from .config import SolverConfig
 from .core import Data, Plan, State, StepStats, decode_images, init_state, run_chunk
 from .itstat import IterationTable
+from .samplers import DDIMStep
 from .sharding import BatchSharding, padded_indices, resolve_devices
 
 _STATE_FORMAT = 1
@@ -110,7 +111,7 @@ def sample_keys(key, indices):
 
 
 class Solver:
-    """Base class of the latent-diffusion solvers (keyword-only construction).
+    """Base class of the diffusion solvers, latent and pixel-space (keyword-only construction).
 
     Args:
         y: measurement, ``A.output_shape`` (one sample) or ``(N, *A.output_shape)``, in the
@@ -119,11 +120,14 @@ class Solver:
             ``Operator`` on one image ``(H, W, C)`` or on the batch, or a differentiable
             callable on the batch ``(N, H, W, C)`` (then pass ``image_shape``).
         prior: a :class:`~diffprior.prior.LatentDiffusionPrior` (or an object implementing
-            :class:`~diffprior.solvers.common.LatentPrior`).
+            :class:`~diffprior.solvers.common.LatentPrior`); a pixel-space prior for DPS, DDS
+            and DiffPIR. Where the prior has ``metadata``, the solver checks that it fits
+            (:meth:`check_prior_kind`); a prior without it is taken as it is.
         key: a JAX PRNG key (sample ``n`` of the batch then uses ``fold_in(key, n)``), or one
             key per sample, ``(N,)`` typed or ``(N, 2)`` uint32 (see :func:`sample_keys`); the
             same keys give the same output, bit for bit.
-        num_steps: reverse DDIM steps (the paper uses 1000).
+        num_steps: reverse steps (default: the algorithm's, :attr:`default_num_steps`: 1000 as
+            in the papers of the latent solvers and DPS, 50 for DDS, 100 for DiffPIR).
         config: the algorithm's configuration dataclass, or a
             :class:`~diffprior.solvers.common.Task` for its preset; default: the class's.
         prompt: initial text prompt (a string, one string per sample, or an embedding array
@@ -144,14 +148,20 @@ class Solver:
     Raises:
         TypeError: wrong type of prior, key, config or operator (e.g. a projection with a
             non-linear ``A``), or an unknown keyword argument.
+        PriorMismatchError: (a ``TypeError``) the prior's metadata says it is of the wrong
+            kind for the solver or one of its options (:meth:`check_prior_kind`).
         ValueError: shapes that do not fit, non-finite ``y``, bad hyperparameters.
     """
 
     config_class: type = SamplerConfig
     default_prompt: str = ""
+    #: reverse steps when ``num_steps`` is not given (``diffprior solve`` without ``--steps`` too)
+    default_num_steps: int = 1000
+    #: True for the pixel-space solvers (DPS, DDS, DiffPIR), which need a pixel-space prior
+    pixel_space: bool = False
     uses_prior = True
 
-    def __init__(self, *, y, A, prior, key, num_steps: int = 1000, config=None,
+    def __init__(self, *, y, A, prior, key, num_steps: int | None = None, config=None,
                  prompt: str | Sequence[str] | jax.Array | None = None, image_shape: Sequence[int] | None = None,
                  chunk_size: int = 10, divergence_threshold: float = 1e3, itstat_options: dict | None = None,
                  progress: bool | None = None, devices=None, **unknown):
@@ -163,6 +173,8 @@ class Solver:
                             f"{self.config_class.__name__}(...))")
         check_prior(prior)
         key, batched_key = _check_key(key)
+        if num_steps is None:
+            num_steps = self.default_num_steps
         if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
         if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -170,6 +182,7 @@ class Solver:
         if not divergence_threshold > 0:
             raise ValueError(f"divergence_threshold must be > 0, got {divergence_threshold}")
         config = self._resolve_config(config)
+        self.check_prior_kind(prior, config)
         fwd, y, n = make_forward(A, y, image_shape)
         if batched_key and key.shape[0] != n:
             raise ValueError(f"got {key.shape[0]} per-sample keys for {n} samples")
@@ -195,14 +208,17 @@ class Solver:
         if needs and not fwd.linear:
             raise TypeError(f"{name}: {type(needs[0]).__name__} needs the adjoint A.adj, so A must be a "
                             f"scico.linop.LinearOperator; got {type(A).__name__}. Non-linear operators work "
-                            "with the gradient steps only (LDPS, LDIR, GMLDPS, or P2L with projection=None).")
-        self.plan = Plan(latent_shape=latent_shape, loss=config.loss, eta=float(config.eta),
+                            "with the gradient steps only (LDPS, LDIR, GMLDPS, DPS, or P2L with projection=None).")
+        if "sampler" not in parts:
+            parts["sampler"] = DDIMStep(eta=float(config.eta))
+        # solvers without a guidance step (update None: DDS, DiffPIR) have no step_size or loss
+        self.plan = Plan(latent_shape=latent_shape, loss=getattr(config, "loss", Loss.NORM),
                          divergence_threshold=float(divergence_threshold), **parts)
 
         sched = prior.schedule
         ts = ddim_timesteps(self.num_steps, int(sched.alphas_cumprod.shape[0]), int(getattr(sched, "steps_offset", 0)))
         self.data = Data(prior=prior, fwd=fwd, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
-                         step_size=per_sample(config.step_size, n, "step_size")[run],
+                         step_size=per_sample(getattr(config, "step_size", 0.0), n, "step_size")[run],
                          keys=key[run] if batched_key else sample_keys(key, run),
                          emb0=self._embedding(prior, prompt, n)[run])
         self._run = run
@@ -230,8 +246,45 @@ class Solver:
 
     # ------------------------------------------------------------------ to be provided by subclasses
     def _components(self, config) -> dict:
-        """Map the configuration to :class:`~diffprior.solvers.core.Plan` strategies."""
-        raise NotImplementedError(f"{type(self).__name__} is abstract: use P2L, LDPS, GMLDPS, PSLD or LDIR")
+        """Map the configuration to :class:`~diffprior.solvers.core.Plan` strategies (``update``,
+        ``prompt``, ``regularizers``, ``projection``; ``sampler`` defaults to DDIM with the
+        configuration's :math:`\\eta`)."""
+        raise NotImplementedError(f"{type(self).__name__} is abstract: use P2L, LDPS, GMLDPS, PSLD, LDIR, DPS, DDS "
+                                  "or DiffPIR")
+
+    @classmethod
+    def _prior_requirements(cls, config) -> list:
+        """What the configuration needs of the prior's metadata: ``(field, value, what, hint)``
+        tuples (:func:`~diffprior.solvers.common.check_prior_kind`). A pixel-space solver needs
+        a pixel-space prior, prompt tuning a text-conditioned one; subclasses add their own."""
+        reqs = []
+        if cls.pixel_space:
+            reqs.append(("latent", False, "this pixel-space solver",
+                         "with a latent prior use LDPS (DPS's update in the latent space), P2L, PSLD, GMLDPS or LDIR"))
+        if getattr(config, "prompt", None) is not None:
+            reqs.append(("conditioning", True, "prompt tuning",
+                         "turn it off (prompt=None, --set prompt=none) or use a text-conditioned prior"))
+        return reqs
+
+    @classmethod
+    def check_prior_kind(cls, prior, config=None) -> None:
+        """Check that ``prior`` is of the kind this solver and ``config`` need, from its metadata.
+
+        A pixel-space solver (DPS, DDS, DiffPIR) needs a pixel-space prior
+        (``metadata.latent`` False); P2L's projection onto the encoder's range a latent one;
+        prompt tuning a text-conditioned one (``metadata.conditioning``). A prior without
+        ``metadata`` (a minimal stand-in implementing the protocol) is not checked.
+
+        Args:
+            prior: the prior.
+            config: the configuration (a ``config_class`` instance or a ``Task``; default the
+                class's).
+
+        Raises:
+            PriorMismatchError: (a ``TypeError``) with a one-line message naming the solver,
+                what needs the other kind and the prior's kind.
+        """
+        check_prior_kind(cls.__name__, prior, cls._prior_requirements(cls._resolve_config(config)))
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod

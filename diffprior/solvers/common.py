@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ..errors import DiffpriorError
 from ..priors.protocol import SOLVER_MEMBERS as _PRIOR_MEMBERS
 from ..priors.protocol import DiffusionPrior
 
@@ -87,6 +88,42 @@ def check_prior(prior) -> None:
     if len(leaves) == 1 and leaves[0] is prior:
         raise TypeError(f"prior of type {type(prior).__name__} is not a JAX pytree: register it "
                         "(e.g. with flax.struct.dataclass) so its arrays can pass through jax.jit")
+
+
+class PriorMismatchError(DiffpriorError, TypeError):
+    """A solver, or one of its options, does not fit the kind of prior it was given (a pixel
+    solver on a latent prior, prompt tuning on a prior without text conditioning, ...)."""
+
+
+def prior_kind(prior) -> str:
+    """How a prior describes itself in error messages: ``"latent prior 'name' (Class)"``."""
+    meta = getattr(prior, "metadata", None)
+    if meta is None:
+        return f"prior {type(prior).__name__}"
+    kind = "latent" if meta.latent else "pixel-space"
+    text = "text-conditioned" if meta.conditioning else "unconditional"
+    return f"{text} {kind} prior {meta.name!r} ({type(prior).__name__})"
+
+
+def check_prior_kind(solver: str, prior, requirements) -> None:
+    """Raise :class:`PriorMismatchError` unless ``prior.metadata`` meets every requirement.
+
+    Args:
+        solver: the solver's name (for the message).
+        prior: the prior; one without ``metadata`` (a minimal stand-in) passes unchecked.
+        requirements: ``(field, value, what, hint)`` tuples: ``metadata.<field>`` must equal
+            ``value`` because of ``what`` (e.g. "prompt tuning"); ``hint`` says what to do instead.
+    """
+    meta = getattr(prior, "metadata", None)
+    if meta is None:
+        return
+    for field, value, what, hint in requirements:
+        if bool(getattr(meta, field)) != bool(value):
+            need = {("latent", True): "a latent prior", ("latent", False): "a pixel-space prior",
+                    ("conditioning", True): "a text-conditioned prior",
+                    ("conditioning", False): "an unconditional prior"}[(field, bool(value))]
+            raise PriorMismatchError(f"{solver}: {what} needs {need} (metadata.{field} {bool(value)}), got the "
+                                     f"{prior_kind(prior)}; {hint}")
 
 
 # ----------------------------------------------------------------------------- the forward model

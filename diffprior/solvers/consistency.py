@@ -10,8 +10,11 @@ argument) with one pure method:
   :class:`FixedPointRegularizer` (GML-DPS Eq. 25) and :class:`GluingRegularizer` (PSLD Eq. 26);
 * **projections** replace the clean-latent estimate :math:`\\hat z_0` every few steps by
   :math:`\\mathcal{E}(\\hat x)` for an image :math:`\\hat x` consistent with the measurement:
-  :class:`ProximalProjection` (P2L Eq. 16) and :class:`GluingProjection` (the "gluing"
-  alternative of P2L Table 5).
+  :class:`ProximalProjection` (P2L Eq. 16; with a pixel prior, whose encoder is the affine map
+  :math:`2x - 1`, DDS's CG step), :class:`NoiseLevelProjection` (DiffPIR's data step, the same
+  proximal problem with a weight that follows the noise level) and :class:`GluingProjection`
+  (the "gluing" alternative of P2L Table 5). A projection's ``image(fwd, y, x, abar)`` gets
+  :math:`\\bar\\alpha_t` of the step; only :class:`NoiseLevelProjection` uses it.
 
 The prompt-tuning step (P2L Alg. 3) lives in :mod:`diffprior.solvers.prompt`.
 """
@@ -211,10 +214,38 @@ class ProximalProjection:
             return jnp.full((n,), self.weight, x.dtype)
         return self.weight * operator_norm_sq(fwd, x, self.norm_iters)
 
-    def image(self, fwd: Forward, y, x):
-        """Return :math:`\\hat x` of Eq. 16 for the decoded estimate ``x = D(z0)``."""
-        lam = bcast(self.penalty_weight(fwd, x), x)
-        return batched_cg(lambda v: fwd.gram(v) + lam * v, fwd.adj(y) + lam * x, x, self.cg_iters)
+    def image(self, fwd: Forward, y, x, abar=None):
+        """Return :math:`\\hat x` of Eq. 16 for the decoded estimate ``x = D(z0)`` (``abar`` unused)."""
+        return proximal_image(fwd, y, x, self.penalty_weight(fwd, x), self.cg_iters)
+
+
+def proximal_image(fwd: Forward, y, x, weight, cg_iters: int):
+    """:math:`\\arg\\min_v \\|y - Av\\|_2^2 + \\lambda_n \\|v - x_n\\|_2^2` per sample, by CG.
+
+    Solves :math:`(A^T A + \\lambda_n I)\\,v = A^T y + \\lambda_n x_n` with ``cg_iters`` iterations
+    of :func:`~diffprior.solvers.common.batched_cg` warm-started at :math:`x` (the operator's
+    exact adjoint; the shared solve of :class:`ProximalProjection`, DDS and DiffPIR), in the
+    correction form :math:`v = x + \\delta`, :math:`(A^T A + \\lambda_n I)\\,\\delta = A^T(y - Ax)`
+    from :math:`\\delta = 0` (the same iterates in exact arithmetic). The correction form keeps
+    the right-hand side in the range of :math:`A^T`: forming :math:`A^T y + \\lambda x` in float32
+    rounds in every direction, and a rounding error in the null space of :math:`A` is divided by
+    :math:`\\lambda` in the solution, which matters when :math:`\\lambda` is tiny (DiffPIR's first
+    steps). For masks and average pooling the correction then never leaves the range of
+    :math:`A^T` (their adjoints give exact zeros and exact block-constant images).
+
+    The minimiser is the same in ``[0, 1]`` and ``[-1, 1]`` image units (both terms scale by 4
+    under :math:`v \\mapsto 2v - 1` for a linear :math:`A`), and so are the CG iterates mapped
+    by :math:`v \\mapsto 2v - 1`: CG on a system and on a positive multiple of it coincide.
+
+    Args:
+        fwd: the forward model (a ``scico.linop.LinearOperator``).
+        y: measurement ``(N, ...)``; x: images ``(N, H, W, C)`` (the warm start).
+        weight: :math:`\\lambda_n`, per sample ``(N,)``.
+        cg_iters: CG iterations.
+    """
+    lam = bcast(weight, x)
+    delta = batched_cg(lambda v: fwd.gram(v) + lam * v, fwd.adj(y - fwd(x)), jnp.zeros_like(x), cg_iters)
+    return x + delta
 
 
 def operator_norm_sq(fwd: Forward, x, iters: int = 20):
@@ -259,5 +290,78 @@ class GluingProjection:
             raise ValueError(f"GluingProjection needs every >= 1, got {self.every}")
         _check_gluing(self)
 
-    def image(self, fwd: Forward, y, x):
+    def image(self, fwd: Forward, y, x, abar=None):
         return glue(fwd, y, x, self.projector, self.cg_iters)
+
+
+@register_component
+@dataclasses.dataclass(frozen=True)
+class NoiseLevelProjection:
+    """DiffPIR's data step (Zhu et al. 2023, Eq. 13 and Alg. 1), at every reverse step.
+
+    .. math::
+        \\hat x = \\arg\\min_x \\|y - A x\\|_2^2 + \\rho_t \\|x - \\mathcal{D}(\\hat z_0)\\|_2^2,
+        \\qquad \\rho_t = \\frac{\\lambda\\,\\sigma_n^2}{\\bar\\sigma_t^2},
+        \\qquad \\bar\\sigma_t = \\frac{\\sqrt{1-\\bar\\alpha_t}}{\\sqrt{\\bar\\alpha_t}},
+
+    then :math:`\\hat z_0 \\leftarrow \\mathcal{E}(\\hat x)`: the proximal problem of
+    :class:`ProximalProjection`, solved by the same CG (:func:`proximal_image`), with a weight
+    that grows as the noise level :math:`\\bar\\sigma_t` of the diffusion falls: at high noise
+    the measurement dominates, near the end the denoised estimate does.
+
+    **Units (the factor 2).** :math:`\\bar\\sigma_t` is a noise level of the diffusion space,
+    ``[-1, 1]`` for a pixel prior; ``noise_sigma`` is the measurement noise in the ``[0, 1]``
+    units of our images (the project's 0.005 is the papers' 0.01 on ``[-1, 1]``). The
+    reference implementation of DiffPIR computes :math:`\\rho_t` with its ``[0, 1]`` noise level
+    over the ``[-1, 1]`` :math:`\\bar\\sigma_t`, and its :math:`\\lambda` (7 by default) was
+    tuned that way; we do the same, so that :math:`\\lambda` keeps its published meaning:
+
+    .. math::
+        \\rho_t = \\lambda\\,\\frac{\\sigma_{[0,1]}^2}{\\bar\\sigma_t^2}
+        = \\frac{\\lambda}{4}\\,\\frac{\\sigma_{[-1,1]}^2}{\\bar\\sigma_t^2},
+        \\qquad \\sigma_{[-1,1]} = 2\\,\\sigma_{[0,1]}.
+
+    In consistent units the weight is :math:`\\lambda/4` (1.75 for :math:`\\lambda = 7`);
+    :math:`\\lambda = 4` makes the data step the exact conditional posterior mean
+    :math:`E[x_0 \\mid z_t, y]` under a flat prior, whose :math:`x_0 \\mid z_t` has variance
+    :math:`\\bar\\sigma_t^2` (tested in ``tests/test_pixel_solvers.py``). The minimiser itself
+    does not depend on the image units (:func:`proximal_image`).
+
+    The reference implementation solves the problem in closed form (FFT for circular blur and
+    super-resolution, a division for masks); we use conjugate gradients with the operator's
+    exact adjoint, which covers every linear operator, is exact after one iteration for masks
+    and average pooling (the first residual, :math:`A^T(y - A\\hat x)`, lies in one eigenspace of
+    :math:`A^T A + \\rho_t I`), and approaches the closed form on blur with more iterations.
+    At high noise :math:`\\rho_t` is tiny (about :math:`10^{-8}` at the first steps of a
+    1000-step DDPM schedule with :math:`\\sigma_n = 0.005`) and the step nearly the projection
+    onto :math:`\\{x: Ax = y\\}`; the correction form of :func:`proximal_image` keeps float32
+    rounding out of the null space of masks and pooling, but for a general :math:`A` (a dense
+    matrix, the weak frequencies of a blur) rounding there is amplified by up to
+    :math:`1/\\rho_t`, as in any float32 solve of this system.
+
+    Attributes:
+        weight: :math:`\\lambda` (in the reference implementation's convention above).
+        noise_sigma: :math:`\\sigma_n`, the measurement noise std in ``[0, 1]`` units (>= 0;
+            0 makes the step the orthogonal projection onto :math:`\\{x: Ax = y\\}` as far as
+            CG gets).
+        cg_iters: CG iterations.
+    """
+
+    weight: float = 7.0
+    noise_sigma: float = 0.005
+    cg_iters: int = 20
+    needs_adjoint = True
+    every = 1  # DiffPIR's data step runs at every reverse step
+
+    def __post_init__(self):
+        if not self.weight > 0 or not self.noise_sigma >= 0 or self.cg_iters < 1:
+            raise ValueError(f"NoiseLevelProjection needs weight > 0, noise_sigma >= 0, cg_iters >= 1; got {self}")
+
+    def penalty_weight(self, x, abar):
+        """:math:`\\rho_t` per sample, ``(N,)``, at :math:`\\bar\\alpha_t` = ``abar`` (a scalar)."""
+        rho = self.weight * self.noise_sigma ** 2 * abar / (1.0 - abar)
+        return jnp.full((x.shape[0],), rho, x.dtype)
+
+    def image(self, fwd: Forward, y, x, abar):
+        """Return :math:`\\hat x` for the decoded estimate ``x`` at :math:`\\bar\\alpha_t` = ``abar``."""
+        return proximal_image(fwd, y, x, self.penalty_weight(x, abar), self.cg_iters)

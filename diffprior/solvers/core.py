@@ -1,16 +1,19 @@
-"""The pure core shared by the latent-diffusion solvers: ``init`` and ``step`` on NamedTuples.
+"""The pure core shared by the diffusion solvers: ``init`` and ``step`` on NamedTuples.
 
-Every latent solver of this package (P2L, LDPS, GML-DPS, PSLD, LDIR) is one reverse DDIM
-pass in which each step
+Every diffusion solver of this package -- the latent ones (P2L, LDPS, GML-DPS, PSLD, LDIR)
+and the pixel-space ones (DPS, DDS, DiffPIR), whose "latent" is the image mapped to
+``[-1, 1]`` -- is one reverse pass in which each step
 
 1. optionally tunes the text embedding (:class:`~diffprior.solvers.prompt.PromptTuning`);
-2. evaluates :math:`\\hat\\epsilon, \\hat z_0 = \\hat z_0(z_t, c)` (Tweedie, Eq. 10) and the
-   guidance gradient :math:`g = \\nabla_{z_t}\\big[\\rho'\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_0))\\|
-   + \\text{regularisers}\\big]` in one UNet + decoder VJP;
+2. evaluates :math:`\\hat\\epsilon, \\hat z_0 = \\hat z_0(z_t, c)` (Tweedie, Eq. 10) and, for
+   the solvers with a guidance step, the gradient :math:`g = \\nabla_{z_t}\\big[\\rho'\\|y -
+   \\mathcal{A}(\\mathcal{D}(\\hat z_0))\\| + \\text{regularisers}\\big]` in one UNet + decoder
+   VJP (without one, ``update=None``: DDS, DiffPIR, a forward pass only, no VJP);
 3. optionally replaces :math:`\\hat z_0` by a projection (every :math:`\\gamma` steps,
    under ``lax.cond`` so skipped steps cost nothing);
-4. takes the DDIM step (Eq. 11) from :math:`(\\hat z_0, \\hat\\epsilon)` and subtracts
-   :math:`\\rho` times the latent update's direction (GD or Adam-like history).
+4. takes the reverse step (:mod:`~diffprior.solvers.samplers`: DDIM, Eq. 11, or DiffPIR's
+   re-noising) from :math:`\\hat z_0` and subtracts :math:`\\rho` times the latent update's
+   direction (GD or Adam-like history), if any.
 
 A :class:`Plan` (hashable: strategies and static settings) holds the recipe; :class:`Data`
 (a pytree: prior, forward model, measurement, timesteps, per-sample step sizes and keys) the
@@ -30,10 +33,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..schedule import ddim_step
 from .common import RESIDUAL_SCALE, Forward, Loss, Status, bcast, penalty, residual
-from .consistency import AdamHistory, GradientDescent, GluingProjection, ProximalProjection
+from .consistency import AdamHistory, GluingProjection, GradientDescent, NoiseLevelProjection, ProximalProjection
 from .prompt import PromptTuning
+from .samplers import DDIMStep, ReNoiseStep
 
 
 class State(NamedTuple):
@@ -43,7 +46,7 @@ class State(NamedTuple):
         z: current latent :math:`z_t`, ``(N, h, w, c)``.
         z0: the last clean-latent estimate used by DDIM (after projection), ``(N, h, w, c)``.
         emb: text embedding, ``(N, L, D)`` (tuned by P2L, fixed otherwise).
-        history: state of the latent update (``()`` for GD, optax Adam state for history).
+        history: state of the latent update (``()`` for GD or no update, optax Adam state for history).
         status: per-sample :class:`~diffprior.solvers.common.Status` codes, ``(N,)`` int32.
         prompt_opt: Adam's state of the prompt tuning when its moments carry over between
             steps (``PromptTuning(reset=False)``), else ``()``.
@@ -100,6 +103,19 @@ class Data(NamedTuple):
     emb0: jax.Array
 
 
+def estimate(prior, fwd: Forward, y, z, t, emb):
+    """Tweedie's estimate and what the step reports, from one network evaluation (no VJP).
+
+    Returns:
+        ``(eps, z0, x, r)``: noise estimate, Tweedie estimate :math:`\\hat z_0` (Eq. 10),
+        decoded image :math:`\\mathcal{D}(\\hat z_0)` and per-sample residual
+        :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_0))\\|` (``[0, 1]`` units).
+    """
+    eps, z0 = prior.eps_and_x0(z, t, emb)
+    x = prior.decode(z0)
+    return eps, z0, x, residual(fwd, y, x)
+
+
 def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NORM, regularizers=()):
     """The guidance gradient and the estimates it passes through, from one UNet + decoder VJP.
 
@@ -117,9 +133,7 @@ def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NOR
     """
 
     def objective(z):
-        eps, z0 = prior.eps_and_x0(z, t, emb)
-        x = prior.decode(z0)
-        r = residual(fwd, y, x)
+        eps, z0, x, r = estimate(prior, fwd, y, z, t, emb)
         obj = penalty(RESIDUAL_SCALE * r, loss)
         if regularizers:
             inv = jnp.where(step_size > 0, 1.0 / jnp.where(step_size > 0, step_size, 1.0), 0.0)
@@ -132,33 +146,42 @@ def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NOR
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A latent diffusion solver as a recipe of strategies (hashable; a static ``jit`` argument).
+    """A diffusion solver as a recipe of strategies (hashable; a static ``jit`` argument).
 
     Attributes:
-        latent_shape: ``(h, w, c)`` of one latent.
-        update: :class:`GradientDescent` or :class:`AdamHistory`.
+        latent_shape: ``(h, w, c)`` of one latent (of one image, for a pixel prior).
+        update: :class:`GradientDescent`, :class:`AdamHistory`, or ``None``: no guidance step
+            and no VJP through the network (DDS, DiffPIR; then ``loss`` and ``regularizers``
+            are unused).
         loss: how the residual enters the guidance loss.
-        eta: DDIM stochasticity (0: deterministic).
+        sampler: the reverse step, :class:`~diffprior.solvers.samplers.DDIMStep` (its
+            :math:`\\eta`) or :class:`~diffprior.solvers.samplers.ReNoiseStep` (DiffPIR).
         prompt: :class:`PromptTuning` or ``None``.
         regularizers: extra guidance terms (GML-DPS, PSLD).
-        projection: :class:`ProximalProjection`, :class:`GluingProjection` or ``None``.
+        projection: :class:`ProximalProjection`, :class:`NoiseLevelProjection`,
+            :class:`GluingProjection` or ``None``.
         divergence_threshold: a sample whose latent exceeds this magnitude is DIVERGED.
     """
 
     latent_shape: tuple
-    update: GradientDescent | AdamHistory = GradientDescent()
+    update: GradientDescent | AdamHistory | None = GradientDescent()
     loss: Loss = Loss.NORM
-    eta: float = 0.0
+    sampler: DDIMStep | ReNoiseStep = DDIMStep()
     prompt: PromptTuning | None = None
     regularizers: tuple = ()
-    projection: ProximalProjection | GluingProjection | None = None
+    projection: ProximalProjection | NoiseLevelProjection | GluingProjection | None = None
     divergence_threshold: float = 1e3
+
+    def __post_init__(self):
+        if self.update is None and self.regularizers:
+            raise ValueError("regularizers need a guidance step (update=GradientDescent() or AdamHistory())")
 
     # ------------------------------------------------------------------ init
     def init(self, data: Data) -> State:
         """Initial state: :math:`z_T \\sim \\mathcal{N}(0, I)` per sample from ``fold_in(key_n, 0)``."""
         z = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), self.latent_shape))(data.keys)
-        return State(z=z, z0=jnp.zeros_like(z), emb=data.emb0, history=self.update.init(z),
+        history = () if self.update is None else self.update.init(z)
+        return State(z=z, z0=jnp.zeros_like(z), emb=data.emb0, history=history,
                      status=jnp.zeros((z.shape[0],), jnp.int32),
                      prompt_opt=self.prompt.init(data.emb0) if self.prompt is not None else ())
 
@@ -184,23 +207,29 @@ class Plan:
         else:
             prompt_res = jnp.zeros((n, 0), jnp.float32)
 
-        g, (eps, z0, x, r) = guidance(prior, fwd, y, state.z, t, emb, data.step_size, self.loss, self.regularizers)
+        if self.update is None:
+            eps, z0, x, r = estimate(prior, fwd, y, state.z, t, emb)
+        else:
+            g, (eps, z0, x, r) = guidance(prior, fwd, y, state.z, t, emb, data.step_size, self.loss,
+                                          self.regularizers)
 
         if self.projection is not None:
             num_steps = data.timesteps.shape[0]
             projected = (num_steps - 1 - i) % self.projection.every == 0
-            proj = self.projection
-            z0 = lax.cond(projected, lambda: prior.encode(proj.image(fwd, y, x)).astype(z0.dtype), lambda: z0)
+            proj, abar = self.projection, prior.schedule.abar(t)
+            z0 = lax.cond(projected, lambda: prior.encode(proj.image(fwd, y, x, abar)).astype(z0.dtype), lambda: z0)
         else:
             projected = jnp.asarray(False)
 
         noise = None
-        if self.eta:
+        if self.sampler.stochastic:
             noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(jax.random.fold_in(k, 1), i),
                                                          self.latent_shape))(data.keys)
-        z_prime = ddim_step(prior.schedule, z0, eps, t, t_prev, eta=self.eta, noise=noise)
-        direction, history = self.update.direction(g, state.history)
-        z_new = z_prime - bcast(data.step_size, z_prime) * direction
+        z_new = self.sampler.step(prior.schedule, state.z, z0, eps, t, t_prev, noise)
+        history = state.history
+        if self.update is not None:
+            direction, history = self.update.direction(g, state.history)
+            z_new = z_new - bcast(data.step_size, z_new) * direction
 
         status = self._classify(state.status, z_new, emb)
         new = _mask(status == Status.OK, State(z_new, z0, emb, history, status, prompt_opt), state, n)

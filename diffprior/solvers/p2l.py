@@ -134,3 +134,12 @@ class P2L(Solver):
 
     def _components(self, config: P2LConfig) -> dict:
         return {"update": config.update, "prompt": config.prompt, "projection": config.projection}
+
+    @classmethod
+    def _prior_requirements(cls, config: P2LConfig) -> list:
+        """Prompt tuning needs text conditioning; the projection onto the encoder's range a latent prior."""
+        reqs = super()._prior_requirements(config)
+        if config.projection is not None:
+            reqs.append(("latent", True, "the projection onto the encoder's range",
+                         "set projection=None, or use DDS (the same proximal step on a pixel-space prior)"))
+        return reqs

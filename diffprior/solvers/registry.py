@@ -1,15 +1,18 @@
 """The solver registry: every solver by the name the command line and the benchmarks use.
 
 ``SOLVERS[name]`` is the solver class; its ``config_class`` is its configuration dataclass
-(presets by task, JSON round-trip, dotted overrides) and ``uses_prior`` says whether it
-needs a diffusion prior. Adding a solver is its module plus one line here (and its entry
-in the API docs).
+(presets by task, JSON round-trip, dotted overrides), ``uses_prior`` says whether it needs a
+diffusion prior and ``pixel_space`` whether a pixel-space one. Adding a solver is its module
+plus one line here (and its entry in the API docs).
 """
 
 from __future__ import annotations
 
 from typing import Dict
 
+from .dds import DDS
+from .diffpir import DiffPIR
+from .dps import DPS
 from .gmldps import GMLDPS
 from .ldir import LDIR
 from .ldps import LDPS
@@ -26,6 +29,9 @@ SOLVERS: Dict[str, type] = {
     "gmldps": GMLDPS,
     "psld": PSLD,
     "ldir": LDIR,
+    "dps": DPS,
+    "dds": DDS,
+    "diffpir": DiffPIR,
     "tv-admm": TVADMM,
     "pnp-admm": PnPADMM,
 }

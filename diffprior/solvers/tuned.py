@@ -38,7 +38,9 @@ normalised blurs and the masks 1): P2L's SR 0.001 is 0.016 relative, its deblurr
 0.001, its inpainting (Table 6's) 0.1 is 0.1.
 
 ``P2LConfig.for_task(task, Dataset.CIFAR10)`` (and the same for the other solvers) applies
-these values on top of the ImageNet preset.
+these values on top of the ImageNet preset. The pixel-space solvers (DPS, DDS, DiffPIR) have no
+searched values (the bundled prior is a latent one): every preset table gives them their
+papers' settings.
 """
 
 from __future__ import annotations
