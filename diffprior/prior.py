@@ -55,12 +55,16 @@ def _weight_files(folder: Path) -> list[Path]:
 def weights_fingerprint(path: str | os.PathLike) -> str:
     """A short identifier of a prior folder's weights: the first 12 hex digits of the SHA-256
     of its UNet and autoencoder weight files (the text encoder trains with the UNet, so it
-    changes with it). Benchmark results record it, so a figure says which weights it came from."""
+    changes with it), or of the weight files at the top of a bare model folder (a pixel-space
+    ``UNet2DModel``). Benchmark results record it, so a figure says which weights it came from."""
     import hashlib
 
     h = hashlib.sha256()
-    for part in ("unet", "vae"):
-        for f in _weight_files(Path(path) / part):
+    for part in ("unet", "vae", ""):
+        folder = Path(path) / part if part else Path(path)
+        if not part and (Path(path) / "unet").is_dir():
+            continue
+        for f in _weight_files(folder):
             h.update(f.read_bytes())
     return h.hexdigest()[:12]
 

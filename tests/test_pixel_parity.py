@@ -332,3 +332,23 @@ def test_bare_folder_without_config(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"")
     with pytest.raises(PriorLoadError, match="missing config.json"):
         PixelDiffusionPrior.from_pretrained(tmp_path)
+
+
+def test_bare_pixel_folders_have_their_own_fingerprints(tmp_path):
+    """A bare model folder (config and weights at the top, no unet/) is identified by its own
+    files: two such folders differ, and changing the weights changes both fingerprints."""
+    from diffprior.commands.solve import prior_fingerprint
+    from diffprior.prior import weights_fingerprint
+
+    folder = tmp_path / "cifar"
+    shutil.copytree(FIXTURES / "cifar", folder)
+    other = FIXTURES / "attn"  # a pipeline folder (unet/ + scheduler/)
+    assert prior_fingerprint(folder) != prior_fingerprint(other)
+    assert weights_fingerprint(folder) != weights_fingerprint(other)
+    before = prior_fingerprint(folder), weights_fingerprint(folder)
+    w = folder / "diffusion_pytorch_model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of the last tensor
+    w.write_bytes(bytes(data))
+    after = prior_fingerprint(folder), weights_fingerprint(folder)
+    assert before[0] != after[0] and before[1] != after[1]

@@ -380,6 +380,26 @@ def test_cli_uses_the_solvers_default_steps(tmp_path):
         assert args.steps == steps and hyper["num_steps"] == steps
 
 
+
+def test_cli_gives_diffpir_the_problem_files_noise_level(tmp_path):
+    """DiffPIR's sigma_n comes from the problem file unless ``--set noise_sigma=`` says otherwise."""
+    import argparse
+
+    from diffprior.commands import solve
+    from diffprior.io import read_problem, write_problem
+
+    write_problem(tmp_path / "p.h5", np.zeros((1, 8, 8, 3), np.float32),
+                  {"class": "Downsample", "input_shape": [32, 32, 3], "factor": 4, "method": "average"}, 0.02,
+                  task="sr4-avg")
+    parser = argparse.ArgumentParser()
+    solve.add_parser(parser.add_subparsers())
+    for extra, want in (([], 0.02), (["--set", "noise_sigma=0.01"], 0.01)):
+        args = parser.parse_args(["solve", str(tmp_path / "p.h5"), "--solver", "diffpir", "--out",
+                                  str(tmp_path / "r.h5")] + extra)
+        _, config, *_, hyper = solve._settings(args, read_problem(tmp_path / "p.h5"))
+        assert config.noise_sigma == want
+        assert hyper["config"]["noise_sigma"] == want  # recorded, so a resume with another level is refused
+
 # ----------------------------------------------------------------------------- bad input
 @struct.dataclass
 class _LatentWithMetadata(GaussianLatentPrior):

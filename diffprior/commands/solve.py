@@ -33,6 +33,7 @@ compilation before a process's first batch is timed apart and printed, not count
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import sys
@@ -62,18 +63,21 @@ _SAMPLE_BYTES = 1 << 20
 def prior_fingerprint(path) -> str:
     """A cheap identity of a diffusers-layout prior folder (16 hex digits).
 
-    Hashes every file of the components ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``:
+    Hashes every file of the components ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``,
+    or, in a bare model folder without them (a pixel-space ``UNet2DModel`` with its
+    ``config.json`` and weights at the top), every file at the top but the card and pictures:
     names and sizes, the full text of configuration and tokenizer files, and the first and
     last MiB of weight files. Two checkpoints of one architecture (SD v1.4 and v1.5) differ.
     """
     h = hashlib.sha256()
     path = Path(path)
-    for comp in _COMPONENTS:
-        d = path / comp
+    bare = not any((path / comp).is_dir() for comp in _COMPONENTS)
+    for comp in ("",) * bare + tuple(_COMPONENTS):
+        d = path / comp if comp else path
         if not d.is_dir():
             continue
         for f in sorted(d.iterdir()):
-            if not f.is_file():
+            if not f.is_file() or (not comp and f.suffix in (".md", ".png")):
                 continue
             size = f.stat().st_size
             h.update(f"{comp}/{f.name}:{size}\n".encode())
@@ -211,6 +215,11 @@ def _overrides(items) -> Dict[str, str]:
     return out
 
 
+def _config_fields(solver_cls) -> set:
+    cls = getattr(solver_cls, "config_class", None)
+    return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+
 def _solver_task(args, problem) -> Optional[str]:
     """The solver preset (a :class:`diffprior.solvers.Task` value) chosen by ``--preset``."""
     if args.preset == "none":
@@ -234,8 +243,11 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
         args.steps = getattr(solver_cls, "default_num_steps", DEFAULT_STEPS)
     task = _solver_task(args, problem)
     prior_path = _resolve_prior(args.prior)
+    overrides = _overrides(args.overrides)
+    if "noise_sigma" in _config_fields(solver_cls) and "noise_sigma" not in overrides:
+        overrides["noise_sigma"] = repr(float(problem.noise_sigma))  # DiffPIR: the file's noise level
     try:
-        config = solver_config(solver_cls, task, preset_table(prior_path), _overrides(args.overrides))
+        config = solver_config(solver_cls, task, preset_table(prior_path), overrides)
     except ConfigError as e:
         raise CLIError(f"{solver_cls.__name__}: {e}") from None
     hyper = {
