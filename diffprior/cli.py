@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the small bundled latent diffusion prior")
+    p = sub.add_parser("train", help="train the small bundled latent diffusion prior, or a small pixel-space DDPM")
     tsub = p.add_subparsers(dest="stage", required=True)
     v = tsub.add_parser("vae", help="stage 1: the autoencoder (resumes from OUT if a checkpoint exists)")
     v.add_argument("--data", required=True, help="dataset: image folder, .tar(.gz) or .h5")
@@ -65,6 +65,26 @@ def _add_train(sub):
                         "(the values searched for a CIFAR-10 prior; default), imagenet, ffhq, or none (the "
                         "paper's general-domain presets)")
     e.set_defaults(func=_train_export)
+    x = tsub.add_parser("pixel", help="a small pixel-space DDPM (UNet2DModel, epsilon prediction) on the images "
+                        "themselves (resumes from OUT if a checkpoint exists)")
+    x.add_argument("--data", required=True, help="dataset: image folder, .tar(.gz) or .h5")
+    x.add_argument("--out", required=True, help="run folder for checkpoints and logs")
+    x.add_argument("--steps", type=int, default=None, help="total optimisation steps (default: config)")
+    x.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
+    x.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
+    x.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    x.set_defaults(func=_train_pixel)
+    xe = tsub.add_parser("export-pixel", help="write a trained pixel DDPM as a diffusers-layout folder "
+                         "(DDPMPipeline: unet/ scheduler/), with its model card and samples")
+    xe.add_argument("--pixel", required=True, help="run folder of the trained pixel DDPM")
+    xe.add_argument("--out", required=True, help="destination folder")
+    xe.add_argument("--preset-table", default="cifar10", metavar="TABLE",
+                    help="the solver preset table written into the prior's metadata (diffprior.json); as for "
+                         "'train export' (default cifar10)")
+    xe.add_argument("--samples", type=int, default=64,
+                    help="DDIM samples drawn for samples.png (default 64; 0: none)")
+    xe.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of the samples (default 50)")
+    xe.set_defaults(func=_train_export_pixel)
 
 
 def _override(cfg, **kw):
@@ -88,20 +108,50 @@ def _train_ldm(args):
     run_ldm(args.data, args.vae, args.out, cfg, max_steps=args.max_steps, init_from=args.init)
 
 
-def _train_export(args):
+def _train_pixel(args):
+    from .train.pixel import PixelTrainConfig, run_pixel
+
+    cfg = _override(PixelTrainConfig(), steps=args.steps, batch_size=args.batch, seed=args.seed)
+    run_pixel(args.data, args.out, cfg, max_steps=args.max_steps)
+
+
+def _run_commands(runs) -> dict:
+    """The command lines recorded in the ``commands.txt`` of each run folder, in order, once each."""
     from pathlib import Path
 
+    commands = {}
+    for run in runs:
+        f = Path(run) / "commands.txt"
+        if f.is_file():
+            commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})
+    return commands
+
+
+def _train_export_pixel(args):
+    from .commands import CLIError
+    from .train.card import write_pixel_card
+    from .train.export import export_pixel_prior, lineage
+
+    if args.samples < 0 or args.sample_steps < 1:
+        raise CLIError(f"--samples must be >= 0 and --sample-steps >= 1, got {args.samples} and "
+                            f"{args.sample_steps}")
+    table = None if args.preset_table.lower() == "none" else args.preset_table
+    path = export_pixel_prior(args.pixel, args.out, preset_table=table, samples=args.samples,
+                              sample_steps=args.sample_steps)
+    commands = _run_commands(st["path"] for st in lineage(args.pixel, "pixel"))
+    card = write_pixel_card(path, args.pixel, commands=commands)
+    print(f"wrote {path} and {card}")
+
+
+def _train_export(args):
     from .train.card import write_card
     from .train.export import export_prior, lineage
 
     table = None if args.preset_table.lower() == "none" else args.preset_table
     path = export_prior(args.vae, args.ldm, args.out, preset_table=table)
-    commands = {}
-    runs = [st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm)) for st in lineage(run, name)]
-    for run in runs:  # every run of both stages, fine-tuning starts included
-        f = Path(run) / "commands.txt"
-        if f.is_file():
-            commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})
+    # every run of both stages, fine-tuning starts included
+    commands = _run_commands(st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm))
+                             for st in lineage(run, name))
     card = write_card(path, args.vae, args.ldm, quality_json=args.quality, commands=commands)
     print(f"wrote {path} and {card}")
 

@@ -15,6 +15,10 @@ from pathlib import Path
 from ..prior import count_params, weights_fingerprint
 
 
+#: Where the bundled latent prior was trained (stated in its card; its records predate ``hardware``).
+LATENT_HARDWARE = "2 CPU cores (shared with other work), no accelerator"
+
+
 def _last_row(path: Path, column: str, max_step: int | None = None):
     """Last logged row with a value in ``column`` at or before ``max_step`` (the exported step)."""
     if not path.is_file():
@@ -109,7 +113,7 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
         f"- UNet + text encoder: {ldm_stage}"
         + (f"; final loss (mean of last 50 steps) {float(ldm_last['loss']):.4f}" if ldm_last else "")
         + "; exported weights are the EMA (decay 0.999).",
-        "- Hardware: 2 CPU cores (shared with other work), no accelerator.",
+        f"- Hardware: {LATENT_HARDWARE}.",
         "",
     ]
     if commands:
@@ -133,6 +137,122 @@ def write_card(prior_dir: str | Path, vae_dir: str | Path, ldm_dir: str | Path,
                f"`{weights_fingerprint(prior_dir)}`)" if stale else "")
         lines += ["## Validation figures", "", f"Not yet measured for these weights{why}: run "
                   "`python benchmarks/prior_quality.py` and rewrite this card.", ""]
+    path = prior_dir / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- pixel-space DDPM
+def _hardware_text(records: list) -> str:
+    """``"2 CPU cores (cpu backend)"`` from the ``hardware`` records of a pixel run."""
+    if not records:
+        return "unknown (not recorded)"
+    parts = []
+    for r in records:
+        if r.get("backend") == "cpu":
+            parts.append(f"{r.get('cpu_cores')} CPU cores, no accelerator")
+        else:
+            parts.append(f"{r.get('devices')} x {r.get('device')} ({r.get('backend')}), {r.get('cpu_cores')} CPU cores")
+    return "; then ".join(dict.fromkeys(parts))
+
+
+def latent_budget(latent_dir: str | Path) -> dict | None:
+    """Steps and wall hours of the latent prior's training, from its ``training.json``
+    (``None`` if the folder has none): ``{"vae_steps", "vae_hours", "ldm_steps", "ldm_hours"}``,
+    summed over every run of each stage."""
+    f = Path(latent_dir) / "training.json"
+    if not f.is_file():
+        return None
+    info = json.loads(f.read_text())
+    out = {}
+    for stage in ("vae", "ldm"):
+        runs = info.get(f"{stage}_stages") or [{"steps": info.get(f"{stage}_steps"), "wall_s": info.get(f"{stage}_wall_s")}]
+        out[f"{stage}_steps"] = sum(int(r.get("steps") or 0) for r in runs)
+        out[f"{stage}_hours"] = sum(float(r.get("wall_s") or 0.0) for r in runs) / 3600
+    return out
+
+
+def write_pixel_card(prior_dir: str | Path, run_dir: str | Path, commands: dict | None = None,
+                     latent_dir: str | Path | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` of an exported pixel prior (:func:`~diffprior.train.export.export_pixel_prior`).
+
+    Every number comes from a file: the folder's ``training.json`` and weights, the run's
+    ``pixel_log.csv`` and, for the comparison of training budgets, the latent prior's
+    ``training.json`` in ``latent_dir`` (default: the bundled prior).
+    """
+    from .. import bundled_path
+    from ..priors.pixel import PixelDiffusionPrior
+
+    prior_dir, run_dir = Path(prior_dir), Path(run_dir)
+    latent_dir = Path(latent_dir) if latent_dir is not None else bundled_path()
+    info = json.loads((prior_dir / "training.json").read_text())
+    prior = PixelDiffusionPrior.from_pretrained(prior_dir)
+    c = prior.config
+    n_params = count_params(prior.params)
+    weights_mb = sum(f.stat().st_size for f in (prior_dir / "unet").glob("*.safetensors")) / 1e6
+    size_mb = sum(f.stat().st_size for f in prior_dir.rglob("*") if f.is_file()) / 2 ** 20
+    last = _last_row(run_dir / "pixel_log.csv", "loss", info["pixel_steps"])
+    stages = describe_stages(info.get("pixel_stages") or [{"steps": info["pixel_steps"]}], "diffusion model")
+    hours = (info.get("pixel_wall_s") or 0.0) / 3600
+    hardware = _hardware_text(info.get("hardware", []))
+    h, w = prior.metadata.image_size or (32, 32)
+    where = [f"{h >> i}x{w >> i}" for i, b in enumerate(c.down_block_types) if b.startswith("Attn")]
+    if c.mid_block_type is not None and c.add_attention:
+        m = c.num_levels - 1
+        where.append(f"the {h >> m}x{w >> m} mid block")
+    sched = json.loads((prior_dir / "scheduler" / "scheduler_config.json").read_text())
+    lines = [
+        "# Model card: diffprior CIFAR-10 pixel-space diffusion prior (DDPM)", "",
+        f"An unconditional DDPM (Ho et al. 2020) on {h}x{w} CIFAR-10 pixels: diffusers' `UNet2DModel` in the",
+        "diffusers folder layout, trained from scratch by `diffprior train pixel` on the same images as the",
+        "bundled latent prior, for the pixel-space solvers (DPS, DDS, DiffPIR). Loaded by",
+        "`PixelDiffusionPrior.from_pretrained` or `diffprior.priors.load`; no text conditioning.",
+        "",
+        "## Data", "",
+        f"CIFAR-10 training split as JPEG files (`../shared/data/cifar10/train.tar.gz`): {info['n_train']:,} training",
+        "images (files 4900-4999 of every class, 1,000 images, are the validation set and were never",
+        "trained on)" + (", random horizontal flips." if info.get("flip", True) else "."),
+        "",
+        "## Architecture", "",
+        f"- UNet: `UNet2DModel`, channels {list(c.block_out_channels)}, {c.layers_per_block} residual blocks per "
+        f"level, blocks {list(c.down_block_types)}, self-attention "
+        + (f"at {' and in '.join(where)}" if where else "nowhere")
+        + f", GroupNorm of {c.norm_num_groups} groups; {n_params:,} parameters "
+        f"({weights_mb:.1f} MB in float32).",
+        f"- Schedule: `{sched['beta_schedule']}` betas {sched['beta_start']:g}-{sched['beta_end']:g}, "
+        f"{sched['num_train_timesteps']} steps, {sched['prediction_type']} prediction (DDPM).",
+        f"- Diffusion space: the image mapped to [-1, 1], {h}x{w}x{c.in_channels}.",
+        f"- Files: {size_mb:.1f} MB in the diffusers folder layout.",
+        "",
+        "## Training", "",
+        f"- {stages}" + (f"; final loss (mean of the last logged steps) {float(last['loss']):.4f}" if last else "")
+        + f"; batch {info['batch_size']}, Adam, learning rate {info['lr']:g} after {info['warmup']} warm-up steps, "
+        f"exported weights are the EMA (decay {info['ema_decay']:g}).",
+        f"- Hardware: {hardware}.",
+        "",
+        "Training budget beside the bundled latent prior's (`cifar10-ldm`, same data):", "",
+        "| prior | network | steps | wall hours | hardware |", "|---|---|---|---|---|",
+        f"| this (pixel DDPM) | UNet2DModel | {info['pixel_steps']} (batch {info['batch_size']}) | {hours:.2f} | "
+        f"{hardware} |",
+    ]
+    lb = latent_budget(latent_dir)
+    if lb is not None:
+        lines += [
+            f"| cifar10-ldm | autoencoder | {lb['vae_steps']} | {lb['vae_hours']:.2f} | {LATENT_HARDWARE} |",
+            f"| cifar10-ldm | UNet + text encoder | {lb['ldm_steps']} | {lb['ldm_hours']:.2f} | {LATENT_HARDWARE} |",
+        ]
+    lines.append("")
+    if commands:
+        lines += ["Commands that produced these weights (every invocation, in order; `--steps` is the run's",
+                  "target, the steps above are where the run stood when it was exported):", "", "```bash"] \
+            + list(commands.values()) + ["```", ""]
+    s = info.get("samples")
+    if s and (prior_dir / "samples.png").is_file():
+        lines += ["## Samples", "",
+                  f"`samples.png`: {s['count']} unconditional samples, DDIM with {s['ddim_steps']} steps, eta "
+                  f"{s['eta']:g}, key {s['seed']} (`diffprior.sampling.sample_unconditional`), 8 per row.", ""]
+    lines += ["## Validation figures", "",
+              f"Not yet measured for these weights (`{weights_fingerprint(prior_dir)}`).", ""]
     path = prior_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -17,7 +17,7 @@ from ..models.convert import params_to_state_dict
 from ..models.unet import UNet2DConditionModel
 from . import checkpoint
 from .autoencoder_io import load_vae
-from .common import RunLock
+from .common import RunLock, diffusion_optimizer, new_train_state
 
 SCHEDULER_CONFIG = {
     "_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -42,8 +42,6 @@ def write_component(folder: Path, config: dict, params, weights_name: str, dtype
 
 def load_ldm_state(ldm_dir: str | Path):
     """EMA UNet/text parameters and metadata from a stage-2 run folder."""
-    import optax
-
     from .ldm import LDMTrainConfig, MAX_TOKENS
 
     ckpt = Path(ldm_dir) / "ldm"
@@ -58,10 +56,8 @@ def load_ldm_state(ldm_dir: str | Path):
                           jnp.zeros((1, MAX_TOKENS, ucfg.cross_attention_dim)))["params"],
         "text": text.init(jax.random.PRNGKey(0), jnp.zeros((1, MAX_TOKENS), jnp.int32))["params"],
     }
-    sched = optax.constant_schedule(cfg.lr)
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.0))
-    template = {"params": params, "opt_state": tx.init(params), "ema": params,
-                "step": jnp.zeros((), jnp.int32), "wall": 0.0}
+    tx, _ = diffusion_optimizer(cfg.lr, cfg.warmup, cfg.steps)
+    template = new_train_state(params, tx)
     state, meta = checkpoint.restore(ckpt, template)
     return ucfg, tcfg, state, meta
 
@@ -149,6 +145,91 @@ def _export(vae_dir, ldm_dir, out: Path, preset_table: str | None = "cifar10", n
     }, indent=2))
     size = ucfg.sample_size * vae_cfg.downsample_factor
     write_metadata(tmp, metadata, image_size=(size, size))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- pixel-space DDPM
+#: ``model_index.json`` of an exported pixel prior (diffusers' ``DDPMPipeline`` layout).
+PIXEL_MODEL_INDEX = {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
+                     "scheduler": ["diffusers", "DDPMScheduler"]}
+
+
+def image_grid(images, cols: int, pad: int = 2) -> np.ndarray:
+    """``uint8`` grid ``(rows*(H+pad)+pad, cols*(W+pad)+pad, C)`` of ``[0, 1]`` images ``(N, H, W, C)``
+    on a white background, row by row."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = images[k]
+    return np.rint(grid * 255.0).astype(np.uint8)
+
+
+def export_pixel_prior(run_dir: str | Path, out: str | Path, *, preset_table: str | None = "cifar10",
+                       name: str | None = None, samples: int = 64, sample_steps: int = 50, seed: int = 0) -> Path:
+    """Write a ``diffprior train pixel`` run as a diffusers ``DDPMPipeline`` folder.
+
+    ``unet/`` (``config.json`` and the EMA weights in float32,
+    ``diffusion_pytorch_model.safetensors``), ``scheduler/scheduler_config.json`` (DDPM's
+    linear schedule, :data:`diffprior.train.pixel.SCHEDULER_CONFIG`), ``model_index.json``,
+    ``diffprior.json`` (``latent=false, conditioning=false``, the native size, ``name``
+    (default: the folder name of ``out``) and ``preset_table``, as :func:`export_prior`),
+    ``training.json`` (the run's steps, wall time, settings and hardware) and, unless
+    ``samples`` is 0, ``samples.png``: ``samples`` DDIM samples (``sample_steps`` steps,
+    ``eta = 0``, key ``seed``) of the exported folder as loaded back by
+    :meth:`~diffprior.priors.pixel.PixelDiffusionPrior.from_pretrained`, 8 per row.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no pixel checkpoint.
+        BlockingIOError: a training process holds ``run_dir``.
+    """
+    out = Path(out)
+    lock = RunLock(run_dir) if Path(run_dir).is_dir() else None
+    try:
+        return _export_pixel(Path(run_dir), out, preset_table, name, samples, sample_steps, seed)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _export_pixel(run_dir: Path, out: Path, preset_table, name, samples: int, sample_steps: int, seed: int) -> Path:
+    from PIL import Image
+
+    from ..models.unet2d import WEIGHTS_NAME
+    from ..priors.metadata import PriorMetadata, write_metadata
+    from ..priors.pixel import SCHEDULER_FILE, PixelDiffusionPrior
+    from ..sampling import sample_unconditional
+    from .pixel import CHECKPOINT, SCHEDULER_CONFIG, load_pixel_state
+
+    ucfg, state, meta = load_pixel_state(run_dir)
+    metadata = PriorMetadata(name=name or out.resolve().name, preset_table=preset_table, image_size=ucfg.sample_size,
+                             latent=False, conditioning=False)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write_component(tmp / "unet", to_diffusers_dict(ucfg), state["ema"], WEIGHTS_NAME)
+    (tmp / "scheduler").mkdir()
+    (tmp / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    (tmp / "model_index.json").write_text(json.dumps(PIXEL_MODEL_INDEX, indent=2))
+    cfg = meta["config"]
+    info = {
+        "pixel_steps": meta["step"], "pixel_wall_s": meta.get("wall_s"), "pixel_stages": lineage(run_dir, CHECKPOINT),
+        "batch_size": cfg["batch_size"], "lr": cfg["lr"], "warmup": cfg["warmup"], "ema_decay": cfg["ema_decay"],
+        "seed": cfg["seed"], "n_train": meta["n_train"], "flip": meta.get("flip", True),
+        "hardware": meta.get("hardware", []),
+    }
+    write_metadata(tmp, metadata)
+    if samples:
+        prior = PixelDiffusionPrior.from_pretrained(tmp)
+        images = sample_unconditional(prior, samples, jax.random.PRNGKey(seed), num_steps=sample_steps)
+        Image.fromarray(image_grid(np.asarray(images), cols=min(8, samples))).save(tmp / "samples.png")
+        info["samples"] = {"count": samples, "ddim_steps": sample_steps, "eta": 0.0, "seed": seed}
+    (tmp / "training.json").write_text(json.dumps(info, indent=2))
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

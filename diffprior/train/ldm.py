@@ -27,9 +27,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ..data import batches
 from ..models.clip import CLIPTextModel
 from ..models.config import CLIPTextConfig, UNetConfig, VAEConfig
 from ..models.unet import UNet2DConditionModel
@@ -38,7 +36,8 @@ from ..prior import load_tokenizer
 from ..schedule import Schedule, add_noise
 from . import checkpoint
 from .autoencoder_io import load_vae
-from .common import CSVLog, RunLock, StopFlag, Timer, load_train_val, record_command
+from .common import (CSVLog, RunLock, diffusion_optimizer, load_train_val, make_train_step, new_train_state,
+                     record_command, run_steps)
 from .tokenizer import save_tokenizer
 
 TEMPLATES = ("a photo of a {}", "a high quality photo of a {}", "a picture of a {}", "{}")
@@ -121,18 +120,7 @@ def make_step(unet, text, tx, schedule: Schedule, ema_decay: float):
         out = unet.apply({"params": params["unet"]}, add_noise(schedule, z0, noise, t), t, emb)
         return jnp.mean((out - noise) ** 2)
 
-    @jax.jit
-    def step(state, z0, ids, key):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], z0, ids, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        n = state["step"].astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state["ema"], params)
-        return {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1,
-                "wall": state["wall"]}, loss
-
-    return step
+    return make_train_step(loss_fn, tx, ema_decay)
 
 
 def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrainConfig(),
@@ -212,21 +200,15 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
                           jnp.zeros((1, MAX_TOKENS, text_cfg.hidden_size)))["params"],
         "text": text.init(k2, jnp.zeros((1, MAX_TOKENS), jnp.int32))["params"],
     }
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps, cfg.lr)  # constant after warmup
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.0))
-    state = {"params": params, "opt_state": tx.init(params), "ema": params,
-             "step": jnp.zeros((), jnp.int32), "wall": 0.0}
+    tx, sched = diffusion_optimizer(cfg.lr, cfg.warmup, cfg.steps)
+    state = new_train_state(params, tx)
     ckpt = out / "ldm"
     if checkpoint.exists(ckpt):
         state, _ = checkpoint.restore(ckpt, state)
     elif init_meta is not None:
         start, _ = checkpoint.restore(Path(init_from) / "ldm", state)
         state = dict(state, params=start["params"], ema=start["ema"])
-    step0 = int(state["step"])
     train_step = make_step(unet, text, tx, schedule, cfg.ema_decay)
-    log = CSVLog(out / "ldm_log.csv", ["step", "loss", "lr", "wall_s"])
-    timer = Timer(float(state["wall"]))
-    flag = StopFlag()
     meta = {"config": dataclasses.asdict(cfg), "unet": dataclasses.asdict(unet_cfg),
             "text": dataclasses.asdict(text_cfg), "vae": dataclasses.asdict(vae_cfg),
             "scaling_factor": scale, "n_train": len(train), "templates": TEMPLATES,
@@ -237,36 +219,17 @@ def run_ldm(data: str, vae_dir: str, out_dir: str, cfg: LDMTrainConfig = LDMTrai
     elif own_meta is not None and own_meta.get("init_from"):
         meta["init_from"] = own_meta["init_from"]
 
-    def save(step):
-        state["wall"] = timer.total
-        checkpoint.save(ckpt, state, dict(meta, step=step, wall_s=timer.total))
-
-    bar = tqdm(total=cfg.steps, initial=step0, desc="ldm", disable=not progress, dynamic_ncols=True)
-    end = cfg.steps if max_steps is None else min(cfg.steps, step0 + max_steps)
-    losses = []
-    step = step0
-    for step, idx, _ in batches(len(means), cfg.batch_size, cfg.seed, start_step=step0, flip=False):
-        if step >= end or flag.stop:
-            break
+    def make_batch(step, idx, flips):
         rng = np.random.default_rng([cfg.seed, step, 2])
         z0 = (means[idx] + stds[idx] * rng.standard_normal(means[idx].shape).astype(np.float32)) * scale
         tpl = rng.integers(0, len(TEMPLATES), len(idx))
         tpl = np.where(rng.random(len(idx)) < CAPTION_DROP, len(TEMPLATES), tpl)
-        ids = table[tpl, labels[idx]]
-        state, loss = train_step(state, jnp.asarray(z0, jnp.float32), jnp.asarray(ids),
-                                 jax.random.fold_in(key, step))
-        losses.append(loss)
-        bar.update(1)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == end:
-            mean_loss = float(np.mean(jax.device_get(losses)))
-            losses = []
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-            log.write(step=done, loss=mean_loss, lr=float(sched(step)), wall_s=round(timer.total, 1))
-        if done % cfg.ckpt_every == 0:
-            save(done)
-    save(step)  # the loop always leaves by ``break``: ``step`` steps are complete
-    bar.close()
-    flag.restore()
-    lock.release()
+        return jnp.asarray(z0, jnp.float32), jnp.asarray(table[tpl, labels[idx]])
+
+    try:
+        run_steps(state, train_step, make_batch, n_items=len(means), cfg=cfg, sched=sched, key=key, ckpt=ckpt,
+                  meta=meta, log=CSVLog(out / "ldm_log.csv", ["step", "loss", "lr", "wall_s"]), desc="ldm",
+                  progress=progress, max_steps=max_steps, flip=False)
+    finally:
+        lock.release()
     return ckpt
