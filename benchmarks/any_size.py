@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import io
 import json
+import os
 import tarfile
 import time
 import zlib
@@ -186,56 +187,194 @@ def summarize(out: Path) -> list:
     return rows
 
 
-def cost(prior, out: Path, steps: int, photos: Photos) -> None:
+#: Appendix D's statements, each as (label, the paper's words, method A, methods B, expected sign of
+#: mean LPIPS(A) - min over B of mean LPIPS(B)): "<" A better, "<=" A comparable or better.
+CLAIMS = (
+    ("D1", "processing a larger latent whole (\"vanilla\") is worse than processing it in patches",
+     "ldps", ("ldps-md", "ldps-mod"), ">"),
+    ("D3", "projection alone (1 evaluation per step, whole latent) is comparable or superior to the patch methods",
+     "p2l-proj", ("ldps-md", "ldps-mod"), "<="),
+    ("D4a", "patches and projection together do best (against projection alone)",
+     "p2l-proj-md", ("p2l-proj",), "<"),
+    ("D4b", "patches and projection together do best (against the LDPS patch methods)",
+     "p2l-proj-md", ("ldps-md", "ldps-mod"), "<"),
+    ("D4c", "P2L with prompt tuning on patches does best (against P2L on the whole latent)",
+     "p2l-md", ("p2l",), "<"),
+)
+
+
+def _lpips(out: Path, size: int, task: str, method: str):
+    from diffprior.io import read_result
+
+    path = out / "results" / f"{size}__{task}__{method}.h5"
+    if not path.exists():
+        return None
+    r = read_result(path)
+    return np.where(r.done, r.metrics.get("lpips", np.full(len(r.done), np.nan)), np.nan)
+
+
+def claims(out: Path) -> list:
+    """``claims.md``: each of Appendix D's comparisons, per size and task, as the paired mean
+    LPIPS difference (method minus the better of its rivals) over the images both finished, with
+    its standard error, and a verdict: *holds* (the difference has the claimed sign and is over
+    two standard errors), *comparable* (within two standard errors: holds for a "comparable or
+    superior" claim, not for a "better" one), *fails* (the opposite sign, over two standard
+    errors). The cost claim (D2) is the ``nfe`` column of ``any_size.md`` and ``cost.md``."""
+    from _common import se
+
+    rows, lines = [], ["# Appendix D's statements on the bundled prior (paired LPIPS differences)", "",
+                       "Produced by `python benchmarks/any_size.py --summary-only` from the result files. "
+                       "`diff`: mean over images of LPIPS(method) - LPIPS(rival), the rival being the one of the "
+                       "listed methods with the lower mean LPIPS (among those run); `n`: images finished by both; negative is better for the method. `holds`: the "
+                       "claimed sign, over 2 s.e.; `comparable`: within 2 s.e.; `fails`: the opposite sign, over "
+                       "2 s.e.", "",
+                       "| claim | size | task | method | rival | n | diff ± s.e. | verdict |",
+                       "|---|---|---|---|---|---|---|---|"]
+    sizes = sorted({int(p.name.split("__")[0]) for p in (out / "results").glob("*__*__*.h5")})
+    for label, words, a, rivals, sign in CLAIMS:
+        for size in sizes:
+            for task in TASKS:
+                la = _lpips(out, size, task, a)
+                got = [(b, _lpips(out, size, task, b)) for b in rivals]
+                got = [(b, lb) for b, lb in got if lb is not None]
+                if la is None or not got:  # a rival not run (yet) is left out and named below
+                    continue
+                both = np.isfinite(la) & np.all([np.isfinite(lb) for _, lb in got], axis=0)
+                if both.sum() < 2:
+                    continue
+                b, lb = min(got, key=lambda g: np.mean(g[1][both]))
+                d = la[both] - lb[both]
+                m, e = float(d.mean()), se(d)
+                if abs(m) <= 2 * e:
+                    verdict = "holds (comparable)" if sign == "<=" else "comparable"
+                elif (m < 0) == (sign in ("<", "<=")):
+                    verdict = "holds"
+                else:
+                    verdict = "fails"
+                missing = [r for r in rivals if r not in dict(got)]
+                rows.append({"claim": label, "statement": words, "size": size, "task": task, "method": a,
+                             "rival": b, "rivals_not_run": missing, "n": int(both.sum()), "diff": m, "diff_se": e,
+                             "verdict": verdict})
+                shown = b + (f" ({', '.join(missing)} not run)" if missing else "")
+                lines.append(f"| {label} | {size} | {task} | {a} | {shown} | {int(both.sum())} | {m:+.4f} ± {e:.4f} "
+                             f"| {verdict} |")
+    lines += ["", "Statements:", ""] + [f"* {label}: {words}." for label, words, *_ in CLAIMS]
+    (out / "claims.md").write_text("\n".join(lines) + "\n")
+    (out / "claims.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
+#: the cost table's rows (image label, method, tiles), the 4 GB check (LDPS, 256 px, tiles) first
+COST_IMAGES = ("64x64", "128x128", "256x256", "full")
+COST_ROWS = [("256x256", "LDPS", "mixture")] + [
+    (img, m, t) for img in COST_IMAGES for m in ("LDPS", "P2L") for t in ("none", "mixture")
+    if (img, m, t) != ("256x256", "LDPS", "mixture")]
+
+
+def _cost_image(photos: Photos, label: str) -> np.ndarray:
+    full = photos.images[0]
+    if label == "full":  # cut to a multiple of 4 for the pooling
+        return full[: full.shape[0] // 4 * 4, : full.shape[1] // 4 * 4]
+    return square(full, int(label.split("x")[0]))
+
+
+def cost(out: Path, steps: int, data: Path) -> None:
     """``cost.md``: s/image and peak RSS of LDPS and P2L (whole latent and mixture tiles) on one
-    image at 64, 128 and 256 px and one full photograph; ``full_size.png``: its SR x4."""
+    image at 64, 128 and 256 px and one full photograph; ``full_size.png``: its SR x4.
+
+    Each row runs in a process of its own (:func:`cost_row`), so that its peak resident memory
+    is its own and not what earlier rows left behind. Resumable row by row: finished rows are
+    kept in ``cost.json`` (with the load average at their end) and skipped by a rerun;
+    ``cost.md`` is rewritten after every row."""
+    import subprocess
+    import sys
+
+    store = out / "cost.json"
+    rows = json.loads(store.read_text()) if store.exists() else []
+    for label, method, tiles in COST_ROWS:
+        if any((r["image"], r["method"], r["tiles"]) == (label, method, tiles) for r in rows):
+            continue
+        proc = subprocess.run([sys.executable, __file__, "--cost-row", label, method, tiles, "--steps", str(steps),
+                               "--data", str(data), "--out", str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"cost row {label} {method} {tiles} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        store.write_text(json.dumps(rows, indent=1) + "\n")
+        _cost_markdown(out, rows)
+        print(f"{label} {method} {tiles}: {rows[-1]['seconds']:.1f} s, {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    _cost_markdown(out, rows)
+
+
+def cost_row(out: Path, steps: int, data: Path, label: str, method: str, tiles: str) -> dict:
+    """One row of the cost table, in this process (see :func:`cost`); the full photograph's
+    P2L + mixture row also draws ``full_size.png``."""
     import jax
+
+    from diffprior.metrics import psnr
+    from diffprior.prior import LatentDiffusionPrior
+    from diffprior.priors.adapt import prior_for_images
+    from diffprior.runner import problem_operator
+    from diffprior.solvers import LDPS, P2L
+
+    from _records import load_average
+
+    photos = read_bsds("val", data, 1)
+    image = _cost_image(photos, label)
+    problem = problem_for("sr4-avg", image[None], photos.names[:1])
+    prior = LatentDiffusionPrior.bundled()
+    cls = {"LDPS": LDPS, "P2L": P2L}[method]
+    with PeakRSS() as mem:
+        p, _ = prior_for_images(prior, image.shape, tiles, tile_batch=16)
+        s = cls(y=problem.measurement, A=problem_operator(problem), prior=p, key=jax.random.PRNGKey(0),
+                num_steps=steps, config=solver_config(cls, "sr4-avg"), progress=False)
+        s.compile()
+        t0 = time.perf_counter()
+        x = np.asarray(s.solve())
+        dt = time.perf_counter() - t0
+        rss = mem.take()
+    win = p.evaluations((image.shape[0] // 4, image.shape[1] // 4)) if hasattr(p, "evaluations") else 1
+    if label == "full" and method == "P2L" and tiles == "mixture":
+        _full_size_figure(out / "full_size.png", problem.measurement[0], x[0], image)
+    shown = label if label != "full" else f"{image.shape[1]}x{image.shape[0]} (full)"
+    return {"image": label, "shown": shown, "method": method, "tiles": tiles, "windows": int(win), "seconds": dt,
+            "peak_rss_mb": rss, "psnr": float(psnr(x[0], image)), "cpus": len(os.sched_getaffinity(0)),
+            "load_average": load_average()}
+
+
+def _cost_markdown(out: Path, rows: list) -> None:
+    lines = ["# Cost of larger images (bundled prior, one image, sr4-avg, 25 DDIM steps)", "",
+             "Produced by `python benchmarks/any_size.py --cost` (resumable row by row): wall seconds for one "
+             "image (compilation excluded), the process's peak resident memory during the solve (its whole "
+             "resident set, each row in a fresh process: interpreter, libraries, weights, the compiled "
+             "program and the solve), and the PSNR of the restoration; mixture tiles in batches of 16 windows. `load`: the "
+             "1-minute load average at the row's end, on a 2-core machine: above 1 another job shared the "
+             "machine (each process pinned to its own core), so the seconds are an upper bound.", "",
+             "| image | method | tiles | windows | s/image | peak RSS (MB) | PSNR | CPUs | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    order = {(img, m, t): k for k, (img, m, t) in enumerate(
+        (img, m, t) for img in COST_IMAGES for m in ("LDPS", "P2L") for t in ("none", "mixture"))}
+    rows = sorted(rows, key=lambda r: order[(r["image"], r["method"], r["tiles"])])
+    lines += [f"| {r['shown']} | {r['method']} | {r['tiles']} | {r['windows']} | {r['seconds']:.1f} "
+              f"| {r['peak_rss_mb']:.0f} | {r['psnr']:.2f} | {r['cpus']} | {r['load_average'][0]} |" for r in rows]
+    (out / "cost.md").write_text("\n".join(lines) + "\n")
+
+
+def _full_size_figure(path: Path, y, x, truth) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffprior.priors.adapt import prior_for_images
-    from diffprior.solvers import LDPS, P2L
-
-    full = photos.images[0]
-    full = full[: full.shape[0] // 4 * 4, : full.shape[1] // 4 * 4]
-    lines = ["# Cost of larger images (bundled prior, one image, sr4-avg, 25 DDIM steps)", "",
-             "Produced by `python benchmarks/any_size.py --cost`: wall seconds for one image (compilation excluded) "
-             "and the process's peak resident memory during the solve.", "",
-             "| image | method | tiles | windows | s/image | peak RSS (MB) |", "|---|---|---|---|---|---|"]
-    for label, image in [(f"{s}x{s}", square(photos.images[0], s)) for s in (64, 128, 256)] + \
-            [(f"{full.shape[1]}x{full.shape[0]} (full)", full)]:
-        problem = problem_for("sr4-avg", image[None], photos.names[:1])
-        for cls in (LDPS, P2L):
-            for tiles in ("none", "mixture"):
-                from diffprior.runner import problem_operator
-
-                p, notes = prior_for_images(prior, image.shape, tiles, tile_batch=16)
-                cfg = solver_config(cls, "sr4-avg")
-                s = cls(y=problem.measurement, A=problem_operator(problem), prior=p, key=jax.random.PRNGKey(0),
-                        num_steps=steps, config=cfg, progress=False)
-                with PeakRSS() as mem:
-                    s.compile()
-                    t0 = time.perf_counter()
-                    x = np.asarray(s.solve())
-                    dt = time.perf_counter() - t0
-                    rss = mem.take()
-                win = p.evaluations((image.shape[0] // 4, image.shape[1] // 4)) if hasattr(p, "evaluations") else 1
-                lines.append(f"| {label} | {cls.__name__} | {tiles} | {win} | {dt:.1f} | {rss:.0f} |")
-                print(lines[-1], flush=True)
-                if label.endswith("(full)") and cls is P2L and tiles == "mixture":
-                    fig, ax = plt.subplots(1, 3, figsize=(3 * full.shape[1] / 100, full.shape[0] / 100 + 0.4))
-                    y = problem.measurement[0]
-                    for a, im, t in zip(ax, (np.kron(y, np.ones((4, 4, 1))), x[0], image),
-                                        ("measurement (4x pooled, shown enlarged)", "P2L + mixture tiles", "ground truth")):
-                        a.imshow(np.clip(im, 0, 1))
-                        a.set_title(t, fontsize=9)
-                        a.axis("off")
-                    fig.tight_layout()
-                    fig.savefig(out / "full_size.png", dpi=100)
-                    plt.close(fig)
-    (out / "cost.md").write_text("\n".join(lines) + "\n")
+    h, w = truth.shape[:2]
+    fig, ax = plt.subplots(1, 3, figsize=(3 * w / 100, h / 100 + 0.4))
+    for a, im, t in zip(ax, (np.kron(y, np.ones((4, 4, 1))), x, truth),
+                        ("measurement (4x pooled, shown enlarged)", "P2L + mixture tiles", "ground truth")):
+        a.imshow(np.clip(im, 0, 1))
+        a.set_title(t, fontsize=9)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -250,25 +389,32 @@ def main(argv=None):
     p.add_argument("--tile-batch", type=int, default=None)
     p.add_argument("--out", default=str(RESULTS / "any_size"))
     p.add_argument("--cost", action="store_true", help="the cost table and the full-size figure only")
+    p.add_argument("--cost-row", nargs=3, metavar=("IMAGE", "METHOD", "TILES"), help=argparse.SUPPRESS)
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.cost_row:
+        print(json.dumps(cost_row(out, args.steps, Path(args.data), *args.cost_row)))
+        return
+    if args.cost:
+        out.mkdir(parents=True, exist_ok=True)
+        cost(out, args.steps, Path(args.data))
+        return
     if not args.summary_only:
         from diffprior.prior import LatentDiffusionPrior
 
         prior = LatentDiffusionPrior.bundled()
         photos = read_bsds("val", Path(args.data), args.n)
         out.mkdir(parents=True, exist_ok=True)
-        if args.cost:
-            cost(prior, out, args.steps, photos)
-            return
         for size in args.sizes:
             for task in args.tasks:
                 for m in args.methods:
                     run_setting(prior, size, task, m, photos, args.steps, args.batch, out, args.tile_batch)
                 summarize(out)
     rows = summarize(out)
+    claims(out)
     print((out / "any_size.md").read_text())
+    print((out / "claims.md").read_text())
     print(f"wrote {out}/any_size.md ({len(rows)} rows)")
 
 
