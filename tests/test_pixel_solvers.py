@@ -363,42 +363,38 @@ def test_presets_and_default_steps(problem):
         DDSConfig(eta=2.0)
 
 
-def test_cli_uses_the_solvers_default_steps(tmp_path):
+def _cli_settings(tmp_path, sigma: float, *argv):
+    """``(args, (solver class, config, task, prior path, hyperparameters))`` of ``diffprior solve``
+    on a one-sample 4x SR problem file with noise ``sigma``, without solving anything."""
     import argparse
 
     from diffprior.commands import solve
     from diffprior.io import read_problem, write_problem
 
-    write_problem(tmp_path / "p.h5", np.zeros((1, 8, 8, 3), np.float32),
-                  {"class": "Downsample", "input_shape": [32, 32, 3], "factor": 4, "method": "average"}, 0.005,
-                  task="sr4-avg")
+    path = tmp_path / "p.h5"
+    if not path.exists():
+        write_problem(path, np.zeros((1, 8, 8, 3), np.float32),
+                      {"class": "Downsample", "input_shape": [32, 32, 3], "factor": 4, "method": "average"}, sigma,
+                      task="sr4-avg")
     parser = argparse.ArgumentParser()
     solve.add_parser(parser.add_subparsers())
-    for name, steps in (("dds", 50), ("diffpir", 100), ("dps", 1000), ("ldps", 1000)):
-        args = parser.parse_args(["solve", str(tmp_path / "p.h5"), "--solver", name, "--out", str(tmp_path / "r.h5")])
-        hyper = solve._settings(args, read_problem(tmp_path / "p.h5"))[-1]
-        assert args.steps == steps and hyper["num_steps"] == steps
+    args = parser.parse_args(["solve", str(path), "--out", str(tmp_path / "r.h5"), *argv])
+    return args, solve._settings(args, read_problem(path))
 
+
+def test_cli_uses_the_solvers_default_steps(tmp_path):
+    for name, steps in (("dds", 50), ("diffpir", 100), ("dps", 1000), ("ldps", 1000)):
+        args, settings = _cli_settings(tmp_path, 0.005, "--solver", name)
+        assert args.steps == steps and settings[-1]["num_steps"] == steps
 
 
 def test_cli_gives_diffpir_the_problem_files_noise_level(tmp_path):
     """DiffPIR's sigma_n comes from the problem file unless ``--set noise_sigma=`` says otherwise."""
-    import argparse
-
-    from diffprior.commands import solve
-    from diffprior.io import read_problem, write_problem
-
-    write_problem(tmp_path / "p.h5", np.zeros((1, 8, 8, 3), np.float32),
-                  {"class": "Downsample", "input_shape": [32, 32, 3], "factor": 4, "method": "average"}, 0.02,
-                  task="sr4-avg")
-    parser = argparse.ArgumentParser()
-    solve.add_parser(parser.add_subparsers())
     for extra, want in (([], 0.02), (["--set", "noise_sigma=0.01"], 0.01)):
-        args = parser.parse_args(["solve", str(tmp_path / "p.h5"), "--solver", "diffpir", "--out",
-                                  str(tmp_path / "r.h5")] + extra)
-        _, config, *_, hyper = solve._settings(args, read_problem(tmp_path / "p.h5"))
+        _, (_, config, *_, hyper) = _cli_settings(tmp_path, 0.02, "--solver", "diffpir", *extra)
         assert config.noise_sigma == want
         assert hyper["config"]["noise_sigma"] == want  # recorded, so a resume with another level is refused
+
 
 # ----------------------------------------------------------------------------- bad input
 @struct.dataclass
