@@ -137,7 +137,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -163,6 +163,7 @@ __all__ = [
     "read_problem",
     "ResultWriter",
     "read_result",
+    "read_samples",
     "compact_result",
     "journal_path",
 ]
@@ -1425,12 +1426,15 @@ class ResultWriter:
         return f"ResultWriter({str(self.path)!r}, n_samples={self.n_samples}, {state})"
 
 
-def _read_result_once(path: Path) -> Result:
+def _read_result_once(path: Path, samples: bool = True) -> Result:
     h5py = _h5py()
     with _open_read(path) as f:
         header = _read_result_header(f, path)
         _check_result_members(f, path, header)
-        reconstruction = _dataset(f, "reconstruction", path)
+        if samples:
+            reconstruction = _dataset(f, "reconstruction", path)
+        else:  # the shape without the data: a read-only zero-stride view
+            reconstruction = np.broadcast_to(np.float32(np.nan), (header["n_samples"], *header["image_shape"]))
         done = _dataset(f, "done", path).astype(bool)
         wall_time = _dataset(f, "wall_time", path).astype(np.float64)
         metrics = {}
@@ -1450,7 +1454,8 @@ def _read_result_once(path: Path) -> Result:
         part = _read_part(part_file, index, header, load=True)
         if part is None:
             continue  # invalid or vanished (a compaction removed it: the caller rereads)
-        reconstruction[index] = part["reconstruction"]
+        if samples:
+            reconstruction[index] = part["reconstruction"]
         _merge_part(index, part, done, wall_time, metrics)
         if part["history"]:
             history[index] = part["history"]
@@ -1473,11 +1478,17 @@ def _read_result_once(path: Path) -> Result:
     )
 
 
-def read_result(path: PathLike) -> Result:
+def read_result(path: PathLike, samples: bool = True) -> Result:
     """Read and validate a result file, including samples still in its journal.
 
     Safe while a writer appends or compacts: a read that overlapped a compaction (the file
     was replaced meanwhile) is repeated.
+
+    Args:
+        path: The result file.
+        samples: If false, the reconstructions are not read (memory independent of the
+            image size): ``reconstruction`` is then a read-only NaN view of the right shape
+            and :func:`read_samples` reads them one at a time.
 
     Raises:
         FileNotFoundError: If `path` does not exist.
@@ -1489,7 +1500,38 @@ def read_result(path: PathLike) -> Result:
     path = Path(path)
     for _ in range(20):
         before = _stat_key(path)
-        result = _read_result_once(path)
+        result = _read_result_once(path, samples)
         if _stat_key(path) == before:
             break
     return result
+
+
+def read_samples(path: PathLike, indices) -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield ``(index, reconstruction)`` for each of `indices`, one sample in memory at a
+    time, from the journal where the sample is there, else from the file (NaN if not done).
+
+    Meant for files no writer is appending to (a finished run or part).
+
+    Raises:
+        IndexError: An index outside the file's samples.
+        and the errors of :func:`read_result`.
+    """
+    path = Path(path)
+    with _open_read(path) as f:
+        header = _read_result_header(f, path)
+        _check_result_members(f, path, header)
+        n = header["n_samples"]
+        journal = dict(_list_parts(journal_path(path)))
+        data = f["reconstruction"]
+        for k in indices:
+            k = int(k)
+            if not 0 <= k < n:
+                raise IndexError(f"sample {k} is outside {path}'s {n} samples")
+            part = _read_part(journal[k], k, header, load=True) if k in journal else None
+            if part is not None:
+                yield k, part["reconstruction"]
+                continue
+            try:
+                yield k, np.asarray(data[k], np.float32)
+            except OSError as e:
+                raise CorruptFileError(f"cannot read sample {k} ({e}).", path, "reconstruction") from e

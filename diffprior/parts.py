@@ -102,13 +102,15 @@ def merge(out, overwrite: bool = False) -> dict:
         PartError: a part missing, foreign (header differs from part 0's), unfinished or with
             samples outside its share; ``out`` exists and not ``overwrite``.
     """
-    from .io import ResultWriter, WriteMode, read_result
+    from .io import ResultWriter, WriteMode, read_result, read_samples
 
     out = Path(out)
     count, paths = find_parts(out)
     if out.exists() and not overwrite:
         raise PartError(f"{out} exists; pass --overwrite to replace it")
-    results = {i: read_result(paths[i]) for i in range(count)}
+    # headers, flags and metrics first; the images are streamed one at a time below, so that
+    # merging never holds more than one sample of any part in memory
+    results = {i: read_result(paths[i], samples=False) for i in range(count)}
     first = results[0]
     n, shape = first.reconstruction.shape[0], first.reconstruction.shape[1:]
     for i, r in results.items():
@@ -132,9 +134,9 @@ def merge(out, overwrite: bool = False) -> dict:
         try:
             for i in range(count):
                 r = results[i]
-                for k in share(n, i, count):
-                    writer.append(int(k), r.reconstruction[k], metrics={m: v[k] for m, v in r.metrics.items()},
-                                  history=r.history.get(int(k)), wall_time=float(r.wall_time[k]))
+                for k, image in read_samples(paths[i], share(n, i, count)):
+                    writer.append(k, image, metrics={m: v[k] for m, v in r.metrics.items()},
+                                  history=r.history.get(k), wall_time=float(r.wall_time[k]))
             writer.close()
             os.replace(tmp, out)
         except BaseException:

@@ -460,6 +460,28 @@ def test_append_writes_only_its_sample_and_close_compacts(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_lazy_read_and_read_samples_agree_with_the_full_read(tmp_path):
+    path = tmp_path / "res.h5"
+    w = _writer(path)
+    w.append(0, _sample(0), {"psnr": 3.0}, None, 0.5)
+    w.compact()  # sample 0 in the file, sample 2 in the journal, sample 1 not done
+    w.append(2, _sample(2), {"psnr": 4.0}, None, 0.5)
+    full = dio.read_result(path)
+    lazy = dio.read_result(path, samples=False)
+    assert lazy.reconstruction.shape == full.reconstruction.shape and lazy.reconstruction.strides == (0,) * 4
+    assert np.isnan(lazy.reconstruction).all() and not lazy.reconstruction.flags.writeable
+    np.testing.assert_array_equal(lazy.done, full.done)
+    np.testing.assert_array_equal(lazy.metrics["psnr"], full.metrics["psnr"])
+    got = dict(dio.read_samples(path, [2, 0, 1]))
+    assert list(got) == [2, 0, 1]
+    np.testing.assert_array_equal(got[0], _sample(0))
+    np.testing.assert_array_equal(got[2], _sample(2))
+    assert np.isnan(got[1]).all()
+    with pytest.raises(IndexError, match="sample 3 is outside"):
+        list(dio.read_samples(path, [3]))
+    w.close()
+
+
 def test_context_manager_and_replace_across_compaction(tmp_path):
     path = tmp_path / "res.h5"
     with _writer(path) as w:
