@@ -27,9 +27,17 @@ _SUBMODULES = {"models", "prior", "schedule", "sampling", "solvers", "io", "metr
                "perceptual", "priors"}
 
 
-def bundled_path() -> Path:
-    """Folder of the small CIFAR-10 latent diffusion prior shipped with the package."""
-    return Path(__file__).parent / "bundled" / "cifar10-ldm"
+#: The bundled priors' folders under ``diffprior/bundled``, by kind.
+BUNDLED = {"latent": "cifar10-ldm", "pixel": "cifar10-ddpm"}
+
+
+def bundled_path(kind: str = "latent") -> Path:
+    """Folder of a small CIFAR-10 diffusion prior shipped with the package: ``"latent"`` (the
+    default prior, Stable Diffusion's architecture in miniature) or ``"pixel"`` (a DDPM
+    ``UNet2DModel`` on pixels, for DPS, DDS and DiffPIR)."""
+    if kind not in BUNDLED:
+        raise ValueError(f"no bundled prior of kind {kind!r}; the kinds are {sorted(BUNDLED)}")
+    return Path(__file__).parent / "bundled" / BUNDLED[kind]
 
 
 def enable_compilation_cache(path: str | Path | None = None) -> Path | None:

@@ -19,6 +19,8 @@ i.e. the proximal problem every data step here solves, with the weight ``4 sigma
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -382,16 +384,36 @@ def _cli_settings(tmp_path, sigma: float, *argv):
     return args, solve._settings(args, read_problem(path))
 
 
+PIXEL_FIXTURE = Path(__file__).parent / "fixtures" / "ddpm_tiny" / "cifar"
+
+
 def test_cli_uses_the_solvers_default_steps(tmp_path):
     for name, steps in (("dds", 50), ("diffpir", 100), ("dps", 1000), ("ldps", 1000)):
-        args, settings = _cli_settings(tmp_path, 0.005, "--solver", name)
+        prior = ["--prior", str(PIXEL_FIXTURE)] if name != "ldps" else []
+        args, settings = _cli_settings(tmp_path, 0.005, "--solver", name, *prior)
         assert args.steps == steps and settings[-1]["num_steps"] == steps
+
+
+def test_cli_default_prior_follows_the_solvers_kind(tmp_path, monkeypatch):
+    """Without ``--prior`` a pixel solver takes the bundled pixel prior, a latent one the bundled
+    latent prior; a bundled prior that is not installed is named in a one-line error."""
+    import diffprior
+    from diffprior.commands import CLIError
+
+    folders = {"latent": diffprior.bundled_path("latent"), "pixel": PIXEL_FIXTURE}
+    monkeypatch.setattr(diffprior, "bundled_path", lambda kind="latent": folders[kind])
+    assert _cli_settings(tmp_path, 0.005, "--solver", "dds")[1][3] == PIXEL_FIXTURE
+    assert _cli_settings(tmp_path, 0.005, "--solver", "ldps")[1][3] == folders["latent"]
+    folders["pixel"] = tmp_path / "absent"
+    with pytest.raises(CLIError, match=f"the bundled pixel prior is not installed \\(expected {tmp_path / 'absent'}\\)"):
+        _cli_settings(tmp_path, 0.005, "--solver", "dps")
 
 
 def test_cli_gives_diffpir_the_problem_files_noise_level(tmp_path):
     """DiffPIR's sigma_n comes from the problem file unless ``--set noise_sigma=`` says otherwise."""
     for extra, want in (([], 0.02), (["--set", "noise_sigma=0.01"], 0.01)):
-        _, (_, config, *_, hyper) = _cli_settings(tmp_path, 0.02, "--solver", "diffpir", *extra)
+        _, (_, config, *_, hyper) = _cli_settings(tmp_path, 0.02, "--solver", "diffpir", "--prior",
+                                                  str(PIXEL_FIXTURE), *extra)
         assert config.noise_sigma == want
         assert hyper["config"]["noise_sigma"] == want  # recorded, so a resume with another level is refused
 

@@ -91,13 +91,16 @@ def prior_fingerprint(path) -> str:
     return h.hexdigest()[:16]
 
 
-def _resolve_prior(arg: Optional[str]) -> Path:
+def _resolve_prior(arg: Optional[str], pixel: bool = False) -> Path:
+    """The prior folder of ``--prior``; without it the bundled prior of the solver's kind
+    (``pixel``: the pixel-space one, for DPS, DDS and DiffPIR)."""
     if arg is None:
         from .. import bundled_path
 
-        path = bundled_path()
+        kind = "pixel" if pixel else "latent"
+        path = bundled_path(kind)
         if not path.is_dir():
-            raise CLIError(f"the bundled prior is not installed (expected {path}); pass --prior PATH "
+            raise CLIError(f"the bundled {kind} prior is not installed (expected {path}); pass --prior PATH "
                            "to a diffusers-format folder")
         return path
     path = Path(arg)
@@ -156,8 +159,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--prior", default=None, metavar="PATH",
                    help="diffusers-format folder of the diffusion prior (unet/ vae/ text_encoder/ "
                         "tokenizer/ scheduler/ for a latent prior), e.g. a local Stable Diffusion v1.5; "
-                        "default: the bundled CIFAR-10 (latent) prior. The pixel-space solvers (dps, dds, "
-                        "diffpir) need a pixel-space prior")
+                        "default: the bundled CIFAR-10 prior of the solver's kind (latent; pixel-space for "
+                        "dps, dds and diffpir)")
     p.add_argument("--steps", type=_pos_int, default=None, metavar="N",
                    help=f"reverse diffusion steps (default: the solver's, {DEFAULT_STEPS} as in the papers of "
                         "P2L, the latent baselines and DPS; 50 for DDS, 100 for DiffPIR)")
@@ -242,7 +245,7 @@ def _settings(args, problem) -> Tuple[type, Any, Optional[str], Path, Dict[str, 
     if args.steps is None:
         args.steps = getattr(solver_cls, "default_num_steps", DEFAULT_STEPS)
     task = _solver_task(args, problem)
-    prior_path = _resolve_prior(args.prior)
+    prior_path = _resolve_prior(args.prior, pixel=getattr(solver_cls, "pixel_space", False))
     overrides = _overrides(args.overrides)
     if "noise_sigma" in _config_fields(solver_cls) and "noise_sigma" not in overrides:
         overrides["noise_sigma"] = repr(float(problem.noise_sigma))  # DiffPIR: the file's noise level

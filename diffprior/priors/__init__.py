@@ -57,6 +57,10 @@ def _resolve(path) -> Path:
         from .. import bundled_path
 
         return bundled_path()
+    if isinstance(path, str) and path.startswith("bundled:"):  # "bundled:latent", "bundled:pixel"
+        from .. import bundled_path
+
+        return bundled_path(path.split(":", 1)[1])
     return Path(path).expanduser()
 
 
@@ -89,7 +93,8 @@ def load(path: str | os.PathLike | None = None, dtype=None, **kw):
     (:func:`read_metadata`).
 
     Args:
-        path: the folder; ``None`` or ``"bundled"``: the bundled CIFAR-10 prior.
+        path: the folder; ``None``, ``"bundled"`` or ``"bundled:latent"``: the bundled
+            CIFAR-10 latent prior; ``"bundled:pixel"``: the bundled CIFAR-10 pixel prior.
         dtype: parameter and compute dtype (default ``jnp.float32``).
         **kw: passed to the implementation's loader (e.g. ``remat=True``).
 
