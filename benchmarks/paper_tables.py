@@ -17,8 +17,10 @@ solver; nothing is selected against the ground truth):
   searched for it: the paper's "tuned" row, LDPS with the tuned prompt and no projection) and
   ``p2l-photo`` (P2L, prompt tuning and projection, started from "a photo");
 * Tables 2-3 analog: ``p2l`` (initial prompt "A high quality photo"), ``ldps``, ``gmldps``,
-  ``psld`` (its gluing the orthogonal projection onto the measurement set), ``ldir``,
-  ``tv-admm``, ``pnp-admm`` (scico DnCNN applied per colour channel);
+  ``psld`` (its gluing the orthogonal projection onto the measurement set), ``ldir``, the
+  image-domain solvers ``dps``, ``dds``, ``diffpir`` (on the bundled pixel prior, a DDPM trained on
+  the same CIFAR-10 images, each at its own number of steps, :data:`PIXEL_STEPS`), ``tv-admm``,
+  ``pnp-admm`` (scico DnCNN applied per colour channel);
 * Table 5 analog: ``ldps``, ``ldps-pt`` (prompt tuning only), ``p2l-proj-only`` (no prompt
   tuning), ``p2l`` (both), ``p2l-gluing`` (the gluing projection instead of the proximal one)
   and ``p2l-adam-carry`` (P2L with Adam's moments carried between reverse steps instead of
@@ -89,9 +91,13 @@ from _common import (RESULTS, evaluation_set, image_keys, load_validation, nfe_p
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
 TABLES = {
     "table1": ("ldps", "ldps-photo", "ldps-oracle", "ldps-wrong", "ldps-pt", "p2l-photo"),
-    "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
+    "table23": ("p2l", "ldps", "gmldps", "psld", "ldir", "dps", "dds", "diffpir", "tv-admm", "pnp-admm"),
     "table5": ("ldps", "ldps-pt", "p2l-proj-only", "p2l", "p2l-gluing", "p2l-adam-carry"),
 }
+#: The image-domain solvers, on the bundled pixel prior (``diffprior.bundled_path("pixel")``), each at
+#: its own number of steps: by default the paper's (DPS 1000 DDIM steps, DDS and DiffPIR 100),
+#: ``--pixel-steps`` to change them (the result files and tables record the steps run).
+PIXEL_STEPS = {"dps": 1000, "dds": 100, "diffpir": 100}
 #: Methods that tune the prompt: their result files also record the embedding's drift
 #: (:func:`embedding_drift`).
 PROMPT_TUNED = ("ldps-pt", "p2l", "p2l-photo", "p2l-gluing", "p2l-adam-carry")
@@ -100,7 +106,7 @@ PROMPT_TUNED = ("ldps-pt", "p2l", "p2l-photo", "p2l-gluing", "p2l-adam-carry")
 PAIRS = (("ldps-pt", "ldps"), ("ldps-oracle", "ldps"), ("ldps-wrong", "ldps"), ("p2l-photo", "p2l"),
          ("gmldps", "ldps"), ("psld", "ldps"), ("ldir", "ldps"), ("ldir", "p2l"), ("p2l", "ldps"),
          ("p2l-proj-only", "p2l"), ("p2l-gluing", "p2l"), ("p2l-adam-carry", "p2l"), ("tv-admm", "p2l"),
-         ("pnp-admm", "p2l"))
+         ("pnp-admm", "p2l"), ("dps", "p2l"), ("dds", "p2l"), ("diffpir", "p2l"))
 #: The tasks of each table, as in the paper: Table 1 on SR and 80 % random inpainting, Tables
 #: 2-3 on every task, the Table 5 ablation on SR (``--all-tasks`` runs every table on every task).
 TABLE_TASKS = {"table1": ("sr4-avg", "inpaint-random"), "table23": TASKS, "table5": ("sr4-avg",)}
@@ -117,6 +123,14 @@ IMAGE_RECORDS = "image_records.csv"
 IMAGE_FIELDS = ["method", "task", "image", "seed", "steps", "psnr", "ssim", "lpips", "nfe", "seconds", "peak_rss_mb",
                 *EXTRA, "config"]
 
+#: The paper's ImageNet figures (its Table 3, LPIPS / PSNR) of the image-domain solvers DPS, DDS
+#: and DiffPIR, which ran on ADM (ImageNet 512 px) since no pixel model shares SD's training data.
+PAPER_PIXEL = {
+    "sr4-avg": ("0.544 / 20.70 dB", "1.213 / 12.72 dB", "1.182 / 13.44 dB"),
+    "motion-deblur": ("0.599 / 19.62 dB", "0.925 / 14.52 dB", "0.622 / 19.32 dB"),
+    "gauss-deblur": ("0.910 / 15.05 dB", "0.835 / 16.58 dB", "0.755 / 20.55 dB"),
+    "inpaint-freeform": ("0.360 / 15.15 dB", "0.354 / 17.03 dB", "0.300 / 20.11 dB"),
+}
 #: The paper's ImageNet numbers (Stable Diffusion v1.4, 1000 DDIM steps, 512 px) beside which
 #: ``claims.md`` puts ours: ``(table, task, our method, the paper's row, its figures)``. Table 1
 #: is LDPS with fixed prompts and with the tuned prompt (LPIPS / PSNR; its "tuned" row is LDPS
@@ -142,8 +156,11 @@ PAPER = [("table1", task, m, label, figures)
          ("motion-deblur", ("0.360 / 24.79 dB", "0.441 / 23.32 dB", "0.403 / 24.35 dB", "0.398 / 24.21 dB", "0.475 / 21.37 dB")),
          ("inpaint-freeform", ("0.229 / 21.99 dB", "0.332 / 21.54 dB", "0.294 / 21.12 dB", "0.251 / 20.92 dB", "0.313 / 23.28 dB")),
          ("inpaint-random", (None,) * 5))
-     for m, label, figures in zip(("p2l", "ldps", "gmldps", "psld", "ldir", "tv-admm", "pnp-admm"),
-                                  ("P2L", "LDPS", "GML-DPS", "PSLD", "LDIR", None, None), per_method + (None, None))
+     for m, label, figures in zip(("p2l", "ldps", "gmldps", "psld", "ldir", "dps", "dds", "diffpir", "tv-admm",
+                                   "pnp-admm"),
+                                  ("P2L", "LDPS", "GML-DPS", "PSLD", "LDIR", "DPS (ADM, 1000 steps)",
+                                   "DDS (ADM, 100 steps)", "DiffPIR (ADM, 100 steps)", None, None),
+                                  per_method + PAPER_PIXEL.get(task, (None,) * 3) + (None, None))
      ] + [
     ("table5", "sr4-avg", "ldps", "neither (LDPS)", "FID 78.68 / 23.49 dB"),
     ("table5", "sr4-avg", "ldps-pt", "prompt tuning only", "FID 76.40 / 23.52 dB"),
@@ -185,6 +202,11 @@ def method_spec(name: str, task: str, classes, labels, names):
     if name in ("tv-admm", "pnp-admm"):
         cls = {"tv-admm": S.TVADMM, "pnp-admm": S.PnPADMM}[name]
         return cls, solver_config(cls, task), None
+    if name in PIXEL_STEPS:  # DiffPIR's rho_t needs the measurement noise: the benchmark's
+        from _common import SIGMA
+
+        cls = {"dps": S.DPS, "dds": S.DDS, "diffpir": S.DiffPIR}[name]
+        return cls, solver_config(cls, task, **({"noise_sigma": SIGMA} if name == "diffpir" else {})), None
     raise KeyError(name)
 
 
@@ -298,8 +320,8 @@ def records(out: Path, steps: int | None = None) -> list:
     # a legacy record of an ADMM baseline carries the run's steps: replaced by a result at any steps
     seen_any = {k[:3] for k in seen if k[3] is None}
     rows = [r for r in legacy if key(r) not in seen and key(r)[:3] not in seen_any] + new
-    if steps is not None:
-        rows = [r for r in rows if r["steps"] in (None, "") or int(r["steps"]) == steps]
+    if steps is not None:  # the pixel solvers keep their own steps (one result file per method and task)
+        rows = [r for r in rows if r["steps"] in (None, "") or int(r["steps"]) == steps or r["method"] in PIXEL_STEPS]
     return rows
 
 
@@ -327,12 +349,15 @@ def legacy_agreement(out: Path, steps: int | None = None) -> list:
             for (m, t), d in sorted(pairs.items())]
 
 
-def provenance() -> dict:
-    """What every result depends on besides its own configuration: the bundled prior's weights
-    (fingerprint). Each result file records its solver configuration (``config``), so a change of
-    the presets of :mod:`diffprior.solvers.tuned` touches only the methods it changes (see
+def provenance(pixel: bool = False) -> dict:
+    """What every result depends on besides its own configuration: the weights (fingerprint) of
+    the bundled prior it ran on, the latent one or (``pixel``: DPS, DDS, DiffPIR) the pixel one.
+    Each result file records its solver configuration (``config``), so a change of the presets of
+    :mod:`diffprior.solvers.tuned` touches only the methods it changes (see
     :func:`current_config` and :func:`stale_results`)."""
-    return {"prior": prior_fingerprint()}
+    from diffprior import bundled_path
+
+    return {"prior": prior_fingerprint(bundled_path("pixel") if pixel else None)}
 
 
 def _stored_hyperparameters(path: Path) -> dict:
@@ -356,7 +381,10 @@ def check_provenance(out: Path, now: dict) -> None:
         raise SystemExit(f"{out}/records.csv has no run.json naming the weights it came from: "
                          f"pass another --out, or delete {out} to start again")
     for f in result_files(out):
-        was = (_stored_hyperparameters(f).get("provenance") or {}).get("prior")
+        h = _stored_hyperparameters(f)
+        if h.get("method") in PIXEL_STEPS:  # the pixel prior's weights: checked when the method runs
+            continue
+        was = (h.get("provenance") or {}).get("prior")
         if was != now["prior"]:
             raise SystemExit(f"{f} was made with other weights ({was}; now {now['prior']}): "
                              f"pass another --out, or delete {out} to start again")
@@ -460,6 +488,7 @@ def summarize(out: Path, steps: int) -> list:
             v = f(k)[~np.isnan(f(k))]
             row[k], row[k + "_se"] = float(v.mean()) if len(v) else float("nan"), se(v)
         row["nfe"], row["seconds"], row["peak_rss_mb"] = int(f("nfe")[0]), float(f("seconds").mean()), float(f("peak_rss_mb").max())
+        row["steps"] = rs[0]["steps"]
         for k in EXTRA:  # only result files have them; NaN for legacy rows
             v = np.array([float(r[k]) for r in rs if k in r])
             v = v[np.isfinite(v)]
@@ -528,7 +557,9 @@ def claims_markdown(rows, steps) -> str:
     lines = [f"# The paper's claims: its ImageNet figures beside ours ({steps} DDIM steps)", "",
              "Produced by `python benchmarks/paper_tables.py` (rows: `PAPER` in the script). Paper: Stable "
              "Diffusion v1.4 at 512 px, 1000 DDIM steps, ImageNet test images. Ours: the bundled CIFAR-10 prior, "
-             "32 px validation images, LPIPS on images resized to 64 px, mean ± standard error over n images.", ""]
+             "32 px validation images, LPIPS on images resized to 64 px, mean ± standard error over n images; "
+             "DPS, DDS and DiffPIR on the bundled pixel prior (a DDPM trained on the same images), at the steps "
+             "their rows name.", ""]
     for table in TABLES:
         lines += [f"## {heads[table]}", "", "| task | our method | the paper's row | paper | ours | \\|y-Ax\\| "
                   "(sigma sqrt(m)) | n |", "|---|---|---|---|---|---|---|"]
@@ -536,10 +567,15 @@ def claims_markdown(rows, steps) -> str:
             r = by.get((m, task))
             ours = f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} / {r['psnr']:.2f} dB" if r else "not run"
             fit = f"{_fit(r)} ({r['noise_floor']:.3f})" if r else ""
-            lines.append(f"| {task} | {m} | {label if theirs else '(not in the paper)'} | {theirs or ''} | {ours} "
+            lines.append(f"| {task} | {_label(r) if r else m} | {label if theirs else '(not in the paper)'} | {theirs or ''} | {ours} "
                          f"| {fit} | {r['n'] if r else 0} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _label(r) -> str:
+    """A row's method, with its own step count for the pixel solvers (which do not run ``--steps``)."""
+    return f"{r['method']} ({r['steps']} steps)" if r["method"] in PIXEL_STEPS and r.get("steps") else r["method"]
 
 
 def to_markdown(rows, steps, agreement=(), pairs=()) -> str:
@@ -566,7 +602,7 @@ def to_markdown(rows, steps, agreement=(), pairs=()) -> str:
             for m in methods:
                 r = by.get((m, t))
                 if r:
-                    lines.append(f"| {t} | {m} | {r['n']}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} | "
+                    lines.append(f"| {t} | {_label(r)} | {r['n']}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} | "
                                  f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | "
                                  f"{r['ssim']:.3f} ± {r['ssim_se']:.3f} | {_fit(r)} | {r['noise_floor']:.3f} | "
                                  f"{r['nfe']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
@@ -633,6 +669,10 @@ def figure(out: Path, val, ys, methods) -> None:
     for ti, t in enumerate(tasks):
         for r in range(2):
             row = axes[ti * 2 + r]
+            if r >= len(ys[t]):  # fewer than two images (--n 1)
+                for ax in row:
+                    ax.axis("off")
+                continue
             y = ys[t][r]
             meas = y if y.shape == val.images.shape[1:] else np.repeat(np.repeat(y, 32 // y.shape[0], 0), 32 // y.shape[1], 1)
             panels = [meas]
@@ -742,6 +782,9 @@ def main(argv=None):
                    help="run only these of the tables' methods (e.g. to split one task between two "
                         "processes, one per core, with disjoint method lists)")
     p.add_argument("--batch", type=int, default=10)
+    p.add_argument("--pixel-steps", nargs="+", default=[], metavar="METHOD=N",
+                   help="steps of the pixel-space solvers (default: the paper's, " +
+                        ", ".join(f"{k}={v}" for k, v in PIXEL_STEPS.items()) + ")")
     p.add_argument("--speed", action="store_true", help="also run the P2L cost/quality curve on sr4-avg")
     p.add_argument("--speed-n", type=int, default=50, help="images of the cost/quality curve (the first of --n)")
     p.add_argument("--all-tasks", action="store_true", help="run every table on every task (default: the paper's "
@@ -752,6 +795,12 @@ def main(argv=None):
                         "result files and a previous format's records.csv; no solving; e.g. while a long run goes "
                         "on in other processes)")
     args = p.parse_args(argv)
+    pixel_steps = dict(PIXEL_STEPS)
+    for item in args.pixel_steps:
+        m, _, n = item.partition("=")
+        if m not in PIXEL_STEPS or not n.isdigit() or int(n) < 1:
+            p.error(f"--pixel-steps takes METHOD=N with METHOD one of {sorted(PIXEL_STEPS)} and N >= 1, got {item!r}")
+        pixel_steps[m] = int(n)
     known = {m for ms in TABLES.values() for m in ms}
     if args.methods is not None and not set(args.methods) <= known:
         p.error(f"unknown --methods {sorted(set(args.methods) - known)}; the tables' methods are {sorted(known)}")
@@ -771,12 +820,29 @@ def main(argv=None):
     val = evaluation_set(load_validation(*(args.data and [args.data] or [])), args.n)
     prior = LatentDiffusionPrior.bundled()
     methods = list(dict.fromkeys(m for t in args.tables for m in TABLES[t]))
+    pixel = {}  # the bundled pixel prior and its provenance, loaded when a pixel method first runs
+
+    def pixel_prior():
+        if not pixel:
+            from diffprior import bundled_path
+            from diffprior.priors import load
+
+            if not bundled_path("pixel").is_dir():
+                raise SystemExit(f"paper_tables: the bundled pixel prior ({bundled_path('pixel')}) is not installed: "
+                                 "train and export it (docs/cli.rst, diffprior train pixel), or leave out dps, dds and diffpir "
+                                 "(--methods)")
+            pixel.update(prior=load("bundled:pixel"), now=provenance(pixel=True))
+        return pixel["prior"], pixel["now"]
     ys = {}
     for task in args.tasks:
         problem = task_problem(task, val)
         ys[task] = problem.measurement
         for m in dict.fromkeys(m for t in args.tables for m in TABLES[t] if args.all_tasks or task in TABLE_TASKS[t]):
             if args.methods is not None and m not in args.methods:
+                continue
+            if m in PIXEL_STEPS:
+                pprior, pnow = pixel_prior()
+                run_method(pprior, m, task, val, problem, pixel_steps[m], args.batch, out, now=pnow)
                 continue
             run_method(prior, m, task, val, problem, args.steps, args.batch, out, now=now)
         if args.speed and task == "sr4-avg":
@@ -788,7 +854,7 @@ def main(argv=None):
             speed_curve(prior, sub, task, sub_problem, out, args.batch, speed_settings(args.steps), now=now)
             plot_speed(out, task, args.steps)
     rows = summarize(out, args.steps)
-    figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "tv-admm", "p2l") if m in methods])
+    figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "dps", "diffpir", "tv-admm", "p2l") if m in methods])
     print((out / "summary.md").read_text())
     print(f"wrote {out}/summary.csv, summary.md, examples.png ({len(rows)} method/task rows)")
 
