@@ -56,6 +56,12 @@ GRIDS = {
     ("ldps-pt", "prompt_iters"): (1, 3, 5),  # Table 6's values of K
     ("tvadmm", "lmbda"): (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
     ("pnpadmm", "rho"): (0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 1.0),
+    # the pixel-space solvers, on the bundled pixel prior, around their papers' values (DPS's
+    # zeta 0.3-1, DDS's gamma 1, DiffPIR's lambda 7 and zeta 0.3-1)
+    ("dps", "step_size"): (0.03, 0.1, 0.3, 1.0, 3.0),
+    ("dds", "gamma"): (0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
+    ("diffpir", "lmbda"): (1.0, 3.0, 7.0, 20.0, 50.0),
+    ("diffpir", "zeta"): (0.1, 0.3, 0.5, 0.8, 1.0),
 }
 #: DDIM's eta is searched once per task, on LDPS (the solver every other latent solver extends),
 #: and the presets give every latent solver that value (``diffprior.solvers.tuned``): a search
@@ -64,6 +70,9 @@ ONE_ETA = "ldps"
 #: The classic (ADMM) baselines: no diffusion prior, no DDIM steps (their iteration counts are
 #: part of their presets).
 CLASSIC = ("tvadmm", "pnpadmm")
+#: The pixel-space solvers: searched on the bundled pixel prior (``--steps``: theirs, e.g. the
+#: benchmark's ``--pixel-steps``), with their own DDIM eta (not :data:`ONE_ETA`'s).
+PIXEL = ("dps", "dds", "diffpir")
 TASKS = ("sr4", "sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random", "inpaint-box")
 
 
@@ -71,7 +80,7 @@ def _solver_class(name):
     import diffprior.solvers as S
 
     return {"ldps": S.LDPS, "ldps-pt": S.LDPS, "ldir": S.LDIR, "gmldps": S.GMLDPS, "psld": S.PSLD, "p2l": S.P2L,
-            "tvadmm": S.TVADMM, "pnpadmm": S.PnPADMM}[name]
+            "tvadmm": S.TVADMM, "pnpadmm": S.PnPADMM, "dps": S.DPS, "dds": S.DDS, "diffpir": S.DiffPIR}[name]
 
 
 def _base_config(solver: str, task: str, base: dict):
@@ -82,6 +91,10 @@ def _base_config(solver: str, task: str, base: dict):
 
         cfg = LDPSConfig.with_prompt_tuning(Task(TASKS[task].solver_task))
         return cfg.with_values(base) if base else cfg
+    if solver == "diffpir":  # its rho_t needs the measurement noise: the searches' sigma
+        from _common import SIGMA
+
+        base = {"noise_sigma": SIGMA, **base}
     return solver_config(_solver_class(solver), task, **base)
 
 
@@ -216,8 +229,19 @@ def main(argv=None):
     val = load_validation(*(args.data and [args.data] or []))
     tune = tuning_set(val)
     tune = tune.subset(np.arange(min(args.n, len(tune.names))))
-    prior = LatentDiffusionPrior.bundled()
-    fingerprint = prior_fingerprint()  # once: it hashes the weight files
+    priors = {}  # kind -> (prior, fingerprint), loaded when first needed (the fingerprint hashes the weights)
+
+    def prior_of(solver):
+        kind = "pixel" if solver in PIXEL else "latent"
+        if kind not in priors:
+            from diffprior import bundled_path
+            from diffprior.priors import load
+
+            if not bundled_path(kind).is_dir():
+                raise SystemExit(f"tune: the bundled {kind} prior ({bundled_path(kind)}) is not installed")
+            priors[kind] = (LatentDiffusionPrior.bundled() if kind == "latent" else load("bundled:pixel"),
+                            prior_fingerprint(bundled_path(kind)))
+        return priors[kind]
     for solver in args.solvers:
         for task in args.tasks:
             for param in args.params:
@@ -233,6 +257,7 @@ def main(argv=None):
                 base = {e["param"]: e["chosen"] for e in entries
                         if (e["solver"], e["task"], e["steps"]) == (solver, task, steps) and e["param"] != param
                         and (e["param"] != "eta" or solver == ONE_ETA)}
+                prior, fingerprint = prior_of(solver)
                 if done and args.extend and not args.redo:
                     e = extend(done[0], prior, tune, base, args.grid or GRIDS[(solver, param)], fingerprint)
                     if e is None:
