@@ -286,23 +286,49 @@ def cost(out: Path, steps: int, data: Path) -> None:
     is its own and not what earlier rows left behind. Resumable row by row: finished rows are
     kept in ``cost.json`` (with the load average at their end) and skipped by a rerun;
     ``cost.md`` is rewritten after every row."""
-    import subprocess
-    import sys
-
     store = out / "cost.json"
     rows = json.loads(store.read_text()) if store.exists() else []
     for label, method, tiles in COST_ROWS:
-        if any((r["image"], r["method"], r["tiles"]) == (label, method, tiles) for r in rows):
+        key = (label, method, tiles)
+        if any((r["image"], r["method"], r["tiles"]) == key and "failed" not in r for r in rows):
             continue
-        proc = subprocess.run([sys.executable, __file__, "--cost-row", label, method, tiles, "--steps", str(steps),
-                               "--data", str(data), "--out", str(out)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"cost row {label} {method} {tiles} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = _run_cost_row(out, steps, data, label, method, tiles)
+        rows = [r for r in rows if (r["image"], r["method"], r["tiles"]) != key] + [row]
         store.write_text(json.dumps(rows, indent=1) + "\n")
         _cost_markdown(out, rows)
-        print(f"{label} {method} {tiles}: {rows[-1]['seconds']:.1f} s, {rows[-1]['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"{label} {method} {tiles}: " + (f"FAILED ({row['failed']})" if "failed" in row else
+                                               f"{row['seconds']:.1f} s") + f", {row['peak_rss_mb']:.0f} MB", flush=True)
     _cost_markdown(out, rows)
+
+
+def _run_cost_row(out: Path, steps: int, data: Path, label: str, method: str, tiles: str) -> dict:
+    """One cost row in a process of its own; a row whose process fails (e.g. killed by the kernel
+    for want of memory) is a row too, with the reason and the peak RSS it had reached, so that the
+    later rows still run (a rerun tries it again)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from _records import load_average
+
+    cmd = [sys.executable, __file__, "--cost-row", label, method, tiles, "--steps", str(steps), "--data", str(data),
+           "--out", str(out)]
+    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS even if it was killed
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        stdout, stderr = fo.read(), fe.read()
+    if rc == 0:
+        return json.loads(stdout.strip().splitlines()[-1])
+    if rc < 0:
+        why = f"killed by signal {-rc}" + (" (SIGKILL: out of memory?)" if rc == -9 else "")
+    else:
+        why = f"exit status {rc}: " + (stderr.strip().splitlines() or [""])[-1][:200]
+    print(f"cost row {label} {method} {tiles} failed ({why}):\n{stderr[-3000:]}", flush=True)
+    return {"image": label, "shown": label, "method": method, "tiles": tiles, "failed": why,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "cpus": 1, "load_average": load_average()}
 
 
 def cost_row(out: Path, steps: int, data: Path, label: str, method: str, tiles: str) -> dict:
@@ -355,7 +381,9 @@ def _cost_markdown(out: Path, rows: list) -> None:
         (img, m, t) for img in COST_IMAGES for m in ("LDPS", "P2L") for t in ("none", "mixture"))}
     rows = sorted(rows, key=lambda r: order[(r["image"], r["method"], r["tiles"])])
     lines += [f"| {r['shown']} | {r['method']} | {r['tiles']} | {r['windows']} | {r['seconds']:.1f} "
-              f"| {r['peak_rss_mb']:.0f} | {r['psnr']:.2f} | {r['cpus']} | {r['load_average'][0]} |" for r in rows]
+              f"| {r['peak_rss_mb']:.0f} | {r['psnr']:.2f} | {r['cpus']} | {r['load_average'][0]} |" if "failed" not in r
+              else f"| {r['shown']} | {r['method']} | {r['tiles']} | - | failed: {r['failed']} "
+                   f"| {r['peak_rss_mb']:.0f} (when it stopped) | - | {r['cpus']} | {r['load_average'][0]} |" for r in rows]
     (out / "cost.md").write_text("\n".join(lines) + "\n")
 
 
