@@ -49,3 +49,12 @@ def test_fingerprint_changes_with_the_weights(tmp_path, part):
     f.write_bytes(bytes(data))
     assert weights_fingerprint(tmp_path / "p") != before
     assert len(before) == 12
+
+
+def test_bundled_path_names_its_kinds():
+    """``bundled_path(kind)``: the latent prior by default, the pixel prior's own folder, and a
+    one-line error naming the kinds for any other."""
+    assert bundled_path() == bundled_path("latent") and bundled_path().name == "cifar10-ldm"
+    assert bundled_path("pixel").name == "cifar10-ddpm" and bundled_path("pixel").parent == bundled_path().parent
+    with pytest.raises(ValueError, match=r"no bundled prior of kind 'ddpm'; the kinds are \['latent', 'pixel'\]"):
+        bundled_path("ddpm")
