@@ -1510,11 +1510,8 @@ def read_samples(path: PathLike, indices) -> Iterator[Tuple[int, np.ndarray]]:
     """Yield ``(index, reconstruction)`` for each of `indices`, one sample in memory at a
     time, from the journal where the sample is there, else from the file (NaN if not done).
 
-    Meant for files no writer is appending to (a finished run or part).
-
-    Raises:
-        IndexError: An index outside the file's samples.
-        and the errors of :func:`read_result`.
+    Meant for files no writer is appending to (a finished run or part). Besides the errors
+    of :func:`read_result` it raises ``IndexError`` for an index outside the file's samples.
     """
     path = Path(path)
     with _open_read(path) as f:
