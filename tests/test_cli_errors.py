@@ -130,9 +130,9 @@ def test_prior_path_missing_or_a_file(problem, tmp_path, capsys):
 
 
 def test_bundled_prior_not_installed(problem, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(diffprior, "bundled_path", lambda: tmp_path / "bundled" / "cifar10-ldm")
+    monkeypatch.setattr(diffprior, "bundled_path", lambda kind="latent": tmp_path / "bundled" / "cifar10-ldm")
     rc, _, err = run(capsys, "solve", problem, "--solver", "p2l", "--out", tmp_path / "r.h5")
-    assert rc == 2 and "the bundled prior is not installed" in one_line(err) and "--prior PATH" in err
+    assert rc == 2 and "the bundled latent prior is not installed" in one_line(err) and "--prior PATH" in err
 
 
 # ----------------------------------------------------------------------------- resuming
