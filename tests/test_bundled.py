@@ -58,3 +58,7 @@ def test_bundled_path_names_its_kinds():
     assert bundled_path("pixel").name == "cifar10-ddpm" and bundled_path("pixel").parent == bundled_path().parent
     with pytest.raises(ValueError, match=r"no bundled prior of kind 'ddpm'; the kinds are \['latent', 'pixel'\]"):
         bundled_path("ddpm")
+    from diffprior.priors import _resolve  # what priors.load reads "bundled[:kind]" as
+
+    assert _resolve("bundled") == _resolve("bundled:latent") == bundled_path()
+    assert _resolve("bundled:pixel") == bundled_path("pixel")
