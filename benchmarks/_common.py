@@ -72,6 +72,19 @@ def prior_fingerprint(path: str | Path | None = None) -> str:
     return weights_fingerprint(path if path is not None else bundled_path())
 
 
+def bundled_prior(kind: str = "latent"):
+    """``(prior, fingerprint)`` of the bundled prior of ``kind`` (``"latent"`` or ``"pixel"``);
+    ``SystemExit`` naming the folder when it is not installed."""
+    from diffprior import bundled_path
+    from diffprior.priors import load
+
+    path = bundled_path(kind)
+    if not path.is_dir():
+        raise SystemExit(f"the bundled {kind} prior ({path}) is not installed: train and export it "
+                         "(docs/cli.rst, diffprior train pixel), or leave out the methods that need it")
+    return load(f"bundled:{kind}"), prior_fingerprint(path)
+
+
 def _file_number(name: str) -> int:
     return int(Path(name).stem)
 

@@ -85,7 +85,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (RESULTS, evaluation_set, image_keys, load_validation, nfe_per_image, prior_fingerprint,
+from _common import (RESULTS, bundled_prior, evaluation_set, image_keys, load_validation, nfe_per_image, prior_fingerprint,
                      run_result, se, seed_of, solver_config, task_problem)
 
 TASKS = ("sr4-avg", "gauss-deblur", "motion-deblur", "inpaint-freeform", "inpaint-random")
@@ -349,15 +349,13 @@ def legacy_agreement(out: Path, steps: int | None = None) -> list:
             for (m, t), d in sorted(pairs.items())]
 
 
-def provenance(pixel: bool = False) -> dict:
+def provenance() -> dict:
     """What every result depends on besides its own configuration: the weights (fingerprint) of
-    the bundled prior it ran on, the latent one or (``pixel``: DPS, DDS, DiffPIR) the pixel one.
-    Each result file records its solver configuration (``config``), so a change of the presets of
+    the bundled prior it ran on (the pixel methods record the pixel prior's, see ``main``). Each
+    result file records its solver configuration (``config``), so a change of the presets of
     :mod:`diffprior.solvers.tuned` touches only the methods it changes (see
     :func:`current_config` and :func:`stale_results`)."""
-    from diffprior import bundled_path
-
-    return {"prior": prior_fingerprint(bundled_path("pixel") if pixel else None)}
+    return {"prior": prior_fingerprint()}
 
 
 def _stored_hyperparameters(path: Path) -> dict:
@@ -824,14 +822,8 @@ def main(argv=None):
 
     def pixel_prior():
         if not pixel:
-            from diffprior import bundled_path
-            from diffprior.priors import load
-
-            if not bundled_path("pixel").is_dir():
-                raise SystemExit(f"paper_tables: the bundled pixel prior ({bundled_path('pixel')}) is not installed: "
-                                 "train and export it (docs/cli.rst, diffprior train pixel), or leave out dps, dds and diffpir "
-                                 "(--methods)")
-            pixel.update(prior=load("bundled:pixel"), now=provenance(pixel=True))
+            prior_, fingerprint = bundled_prior("pixel")
+            pixel.update(prior=prior_, now={"prior": fingerprint})
         return pixel["prior"], pixel["now"]
     ys = {}
     for task in args.tasks:

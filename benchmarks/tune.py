@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import (RESULTS, image_keys, load_validation, prior_fingerprint, run_result, se, solver_config,
+from _common import (RESULTS, bundled_prior, image_keys, load_validation, run_result, se, solver_config,
                      task_problem, tuning_set)
 
 #: (solver name, parameter) -> grid. ``step_size`` runs as one batch.
@@ -222,8 +222,6 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS / "tuning.json"), help="results file (tuning.md is written beside it)")
     args = p.parse_args(argv)
 
-    from diffprior.prior import LatentDiffusionPrior
-
     out = Path(args.out)
     entries = json.loads(out.read_text()) if out.exists() else []
     val = load_validation(*(args.data and [args.data] or []))
@@ -234,13 +232,7 @@ def main(argv=None):
     def prior_of(solver):
         kind = "pixel" if solver in PIXEL else "latent"
         if kind not in priors:
-            from diffprior import bundled_path
-            from diffprior.priors import load
-
-            if not bundled_path(kind).is_dir():
-                raise SystemExit(f"tune: the bundled {kind} prior ({bundled_path(kind)}) is not installed")
-            priors[kind] = (LatentDiffusionPrior.bundled() if kind == "latent" else load("bundled:pixel"),
-                            prior_fingerprint(bundled_path(kind)))
+            priors[kind] = bundled_prior(kind)
         return priors[kind]
     for solver in args.solvers:
         for task in args.tasks:
