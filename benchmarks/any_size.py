@@ -163,6 +163,16 @@ def run_setting(prior, size: int, task: str, method: str, photos: Photos, steps:
                steps=steps, keys=image_keys(photos.names), batch=batch, label=f"{method} {task} {size}px")
 
 
+def _kept(store: Path, key, fresh: list) -> list:
+    """The rows of a committed summary ``store`` that ``fresh`` does not recompute (their result
+    files are not here: result files are not committed), so that a run on another machine, or
+    after the result files are gone, adds to the summary instead of shrinking it."""
+    if not store.exists():
+        return []
+    have = {key(r) for r in fresh}
+    return [r for r in json.loads(store.read_text()) if key(r) not in have]
+
+
 def summarize(out: Path) -> list:
     rows = []
     for path in sorted((out / "results").glob("*__*__*.h5")):
@@ -171,6 +181,7 @@ def summarize(out: Path) -> list:
             h, stats = got
             rows.append({"size": h["size"], "task": h["task"], "method": h["method"], "steps": h.get("steps"),
                          "nfe": h["nfe"], "windows": h["windows"], **stats})
+    rows += _kept(out / "any_size.json", lambda r: (r["size"], r["task"], r["method"]), rows)
     rows.sort(key=lambda r: (r["size"], TASKS.index(r["task"]), METHODS.index(r["method"])))
     (out / "any_size.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = ["# Larger images than the prior's (bundled prior, BSDS500 val, sigma = 0.005)", "",
@@ -255,9 +266,13 @@ def claims(out: Path) -> list:
                 rows.append({"claim": label, "statement": words, "size": size, "task": task, "method": a,
                              "rival": b, "rivals_not_run": missing, "n": int(both.sum()), "diff": m, "diff_se": e,
                              "verdict": verdict})
-                shown = b + (f" ({', '.join(missing)} not run)" if missing else "")
-                lines.append(f"| {label} | {size} | {task} | {a} | {shown} | {int(both.sum())} | {m:+.4f} ± {e:.4f} "
-                             f"| {verdict} |")
+    rows += _kept(out / "claims.json", lambda r: (r["claim"], r["size"], r["task"]), rows)
+    order = [c[0] for c in CLAIMS]
+    rows.sort(key=lambda r: (order.index(r["claim"]), r["size"], TASKS.index(r["task"])))
+    for r in rows:
+        shown = r["rival"] + (f" ({', '.join(r['rivals_not_run'])} not run)" if r["rivals_not_run"] else "")
+        lines.append(f"| {r['claim']} | {r['size']} | {r['task']} | {r['method']} | {shown} | {r['n']} "
+                     f"| {r['diff']:+.4f} ± {r['diff_se']:.4f} | {r['verdict']} |")
     lines += ["", "Statements:", ""] + [f"* {label}: {words}." for label, words, *_ in CLAIMS]
     (out / "claims.md").write_text("\n".join(lines) + "\n")
     (out / "claims.json").write_text(json.dumps(rows, indent=1) + "\n")
