@@ -72,8 +72,12 @@ class Blur(ImageOperator):
     (DPS, P2L) often uses the identity or the forward blur in its place.
 
     ``"same"`` is a direct depthwise convolution at ``HIGHEST`` precision (no TF32 on
-    GPUs); ``"circular"`` multiplies 2-D real FFTs, with the kernel folded onto the image
-    grid (so kernels larger than the image are handled).
+    GPUs) for kernels of up to :data:`DIRECT_MAX_TAPS` taps, and for larger ones the same
+    linear convolution by 2-D real FFTs of the zero-padded ``(H + k_h - 1) x (W + k_w - 1)``
+    grid, cropped (equal up to float rounding; a direct convolution costs
+    :math:`k_h k_w` multiplications per pixel, the FFTs a few dozen: e.g. 23 x 23 motion
+    kernels at 96 x 96 pixels). ``"circular"`` multiplies 2-D real FFTs, with the kernel
+    folded onto the image grid (so kernels larger than the image are handled).
 
     The Gaussian and motion kernels of DPS/P2L are made by
     :func:`operators.gaussian_kernel` and :func:`operators.motion_kernel`.
@@ -144,9 +148,30 @@ class Blur(ImageOperator):
             xf = jnp.fft.rfft2(x, axes=(-3, -2))
             kf = self._folded_kernel_fft(k, H, W)[..., None]  # (H, W', 1) or (N, H, W', 1)
             return jnp.fft.irfft2(xf * kf, s=(H, W), axes=(-3, -2)).astype(x.dtype)
+        if k.shape[-2] * k.shape[-1] > DIRECT_MAX_TAPS:
+            return _convolve_same_fft(x, k)
         if k.ndim == 3:  # one kernel per sample
             return jax.vmap(_convolve_same)(x, k)
         return _convolve_same(x, k)
+
+
+#: Largest kernel (``k_h * k_w`` taps) that ``"same"`` blurs by a direct convolution; larger
+#: kernels go through FFTs (:func:`_convolve_same_fft`).
+DIRECT_MAX_TAPS = 81
+
+
+def _convolve_same_fft(x: jax.Array, k: jax.Array) -> jax.Array:
+    """``_convolve_same`` by FFTs: the full linear convolution of ``(..., H, W, C)`` images with
+    a ``(kh, kw)`` kernel, or ``(N, kh, kw)`` kernels for ``(N, H, W, C)`` images, is the
+    circular one on the ``(H + kh - 1, W + kw - 1)`` grid (both zero-padded at the end); the
+    ``'same'`` part starts at ``(kh // 2, kw // 2)``."""
+    H, W = x.shape[-3:-1]
+    kh, kw = k.shape[-2:]
+    P, Q = H + kh - 1, W + kw - 1
+    xf = jnp.fft.rfft2(x, s=(P, Q), axes=(-3, -2))
+    kf = jnp.fft.rfft2(k, s=(P, Q), axes=(-2, -1))[..., None]  # (P, Q', 1) or (N, P, Q', 1)
+    full = jnp.fft.irfft2(xf * kf, s=(P, Q), axes=(-3, -2))
+    return full[..., kh // 2:kh // 2 + H, kw // 2:kw // 2 + W, :].astype(x.dtype)
 
 
 def _convolve_same(x: jax.Array, k: jax.Array) -> jax.Array:

@@ -157,12 +157,26 @@ def test_bicubic_downsample_preserves_constants_and_enum_equals_string():
     assert B.method is op.DownsampleMethod.BICUBIC
 
 
-def test_blur_same_matches_scipy():
-    k = np.asarray(_rand((5, 3), 11))
+@pytest.mark.parametrize("ksize", [(5, 3), (11, 9), (13, 15)])  # direct; FFT (> 81 taps), larger than the image
+def test_blur_same_matches_scipy(ksize):
+    k = np.asarray(_rand(ksize, 11))
     x = np.asarray(_rand((9, 7, 2), 12))
-    y = op.Blur(x.shape, k, "same")(jnp.asarray(x))
+    A = op.Blur(x.shape, k, "same")
+    y = A(jnp.asarray(x))
     ref = np.stack([scipy.signal.convolve2d(x[..., c], k, mode="same") for c in range(2)], -1)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    # the adjoint is correlation with the same kernel (convolution with the flipped one)
+    adj = np.stack([scipy.signal.correlate2d(x[..., c], k, mode="same") for c in range(2)], -1)
+    np.testing.assert_allclose(A.adj(jnp.asarray(x)), adj, rtol=1e-5, atol=1e-5)
+
+
+def test_blur_same_per_sample_large_kernels_match_scipy():
+    ks = np.asarray(_rand((2, 11, 9), 21))  # > 81 taps: the FFT path, one kernel per image
+    x = np.asarray(_rand((2, 10, 8, 3), 22))
+    y = op.Blur(x.shape, ks, "same")(jnp.asarray(x))
+    ref = np.stack([np.stack([scipy.signal.convolve2d(x[i, ..., c], ks[i], mode="same") for c in range(3)], -1)
+                    for i in range(2)])
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("ksize", [(3, 5), (11, 13)])  # smaller and larger than the image
