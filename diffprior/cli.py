@@ -73,6 +73,9 @@ def _add_train(sub):
     x.add_argument("--batch", type=int, default=None, help="batch size (default: config)")
     x.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
     x.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    x.add_argument("--init", default=None, metavar="PATH",
+                   help="start from these weights (fresh optimiser, step 0): another pixel run folder or an exported "
+                        "pixel prior, e.g. to continue training on another machine or in a later session")
     x.set_defaults(func=_train_pixel)
     xe = tsub.add_parser("export-pixel", help="write a trained pixel DDPM as a diffusers-layout folder "
                          "(DDPMPipeline: unet/ scheduler/), with its model card and samples")
@@ -112,25 +115,20 @@ def _train_pixel(args):
     from .train.pixel import PixelTrainConfig, run_pixel
 
     cfg = _override(PixelTrainConfig(), steps=args.steps, batch_size=args.batch, seed=args.seed)
-    run_pixel(args.data, args.out, cfg, max_steps=args.max_steps)
+    run_pixel(args.data, args.out, cfg, max_steps=args.max_steps, init_from=args.init)
 
 
-def _run_commands(runs) -> dict:
-    """The command lines recorded in the ``commands.txt`` of each run folder, in order, once each."""
-    from pathlib import Path
-
-    commands = {}
-    for run in runs:
-        f = Path(run) / "commands.txt"
-        if f.is_file():
-            commands.update({line[20:]: line[20:] for line in f.read_text().splitlines() if line.strip()})
-    return commands
+def _commands(lines) -> dict:
+    """The command lines of ``commands.txt`` entries (their time stamps cut), in order, once each."""
+    return {line[20:]: line[20:] for line in lines}
 
 
 def _train_export_pixel(args):
+    import json
+
     from .commands import CLIError
     from .train.card import write_pixel_card
-    from .train.export import export_pixel_prior, lineage
+    from .train.export import export_pixel_prior
 
     if args.samples < 0 or args.sample_steps < 1:
         raise CLIError(f"--samples must be >= 0 and --sample-steps >= 1, got {args.samples} and "
@@ -138,20 +136,21 @@ def _train_export_pixel(args):
     table = None if args.preset_table.lower() == "none" else args.preset_table
     path = export_pixel_prior(args.pixel, args.out, preset_table=table, samples=args.samples,
                               sample_steps=args.sample_steps)
-    commands = _run_commands(st["path"] for st in lineage(args.pixel, "pixel"))
+    # every run of the chain, those of earlier machines or sessions included (kept in training.json)
+    commands = _commands(json.loads((path / "training.json").read_text())["commands"])
     card = write_pixel_card(path, args.pixel, commands=commands)
     print(f"wrote {path} and {card}")
 
 
 def _train_export(args):
     from .train.card import write_card
-    from .train.export import export_prior, lineage
+    from .train.export import command_lines, export_prior, lineage
 
     table = None if args.preset_table.lower() == "none" else args.preset_table
     path = export_prior(args.vae, args.ldm, args.out, preset_table=table)
     # every run of both stages, fine-tuning starts included
-    commands = _run_commands(st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm))
-                             for st in lineage(run, name))
+    commands = _commands(command_lines(st["path"] for name, run in (("vae", args.vae), ("ldm", args.ldm))
+                                       for st in lineage(run, name)))
     card = write_card(path, args.vae, args.ldm, quality_json=args.quality, commands=commands)
     print(f"wrote {path} and {card}")
 

@@ -181,3 +181,43 @@ def test_images_that_do_not_fit_the_unet(tmp_path):
         Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(root / f"000{k}.png")
     with pytest.raises(DatasetError, match="7x7x3 do not fit the UNet"):
         run_pixel(str(tmp_path / "odd"), tmp_path / "run", CFG, progress=False, unet_config=TINY)
+
+
+@pytest.mark.slow
+def test_a_later_stage_continues_from_an_exported_prior(runs, folder, tmp_path):
+    """Training that spans sessions: stage 2 starts from the exported folder of stage 1 (its
+    run folder gone), and the export of stage 2 still names both stages and their commands."""
+    import shutil
+
+    from diffprior.train.card import write_pixel_card
+    from diffprior.train.export import export_pixel_prior, lineage
+
+    a, _, _ = runs
+    first = tmp_path / "a"
+    shutil.copytree(a, first)
+    stage1 = export_pixel_prior(first, tmp_path / "stage1", samples=0)
+    shutil.rmtree(first)  # the first run folder is lost: only the exported prior remains
+    c = tmp_path / "c"
+    run_pixel(str(folder), c, CFG, progress=False, max_steps=1, init_from=stage1)
+    cfg, state, meta = load_pixel_state(c)
+    assert cfg == load_pixel_state(a)[0] and meta["step"] == 1
+    rec = meta["init_from"]
+    assert rec["path"] == str(first.resolve()) and rec["step"] == 4 and rec["init_from"] is None
+    # the EMA after one step is the starting weights moved a little: it started from stage 1's weights
+    ema1 = PixelDiffusionPrior.from_pretrained(stage1).params
+    d = jax.tree_util.tree_map(lambda u, v: float(np.max(np.abs(np.asarray(u) - np.asarray(v)))), state["ema"], ema1)
+    assert 0 < max(jax.tree_util.tree_leaves(d)) < 1e-2
+    run_pixel(str(folder), c, CFG, progress=False, init_from=tmp_path / "ignored-when-resuming")
+    chain = lineage(c, "pixel")
+    assert [st["steps"] for st in chain] == [4, 4] and chain[0]["path"] == str(first.resolve())
+    stage2 = export_pixel_prior(c, tmp_path / "stage2", samples=0)
+    info = json.loads((stage2 / "training.json").read_text())
+    assert len(info["pixel_stages"]) == 2
+    first_cmds = json.loads((stage1 / "training.json").read_text())["commands"]
+    assert first_cmds and info["commands"][:len(first_cmds)] == first_cmds
+    card = write_pixel_card(stage2, c).read_text()
+    assert "4 steps" in card and "continued from those weights with a fresh optimiser for 4 more steps" in card
+    assert "| this (pixel DDPM) | UNet2DModel | 8 (batch 4) |" in card
+    with pytest.raises(FileNotFoundError, match="neither a pixel run folder"):
+        run_pixel(str(folder), tmp_path / "d", CFG, progress=False, init_from=tmp_path / "nothing")
+

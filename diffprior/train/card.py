@@ -59,6 +59,7 @@ def describe_stages(stages: list, what: str) -> str:
     for st in stages[1:]:
         how = ("the decoder alone fine-tuned (encoder frozen, so the latents are unchanged)" if st.get("decoder_only")
                else "all weights fine-tuned" if what == "autoencoder"
+               else "continued from those weights with a fresh optimiser" if what == "pixel diffusion model"
                else "fine-tuned on the latents of the autoencoder above")
         parts.append(f"then {how} for {st['steps']} more steps{hours(st)}")
     return ", ".join(parts)
@@ -192,8 +193,10 @@ def write_pixel_card(prior_dir: str | Path, run_dir: str | Path, commands: dict 
     weights_mb = sum(f.stat().st_size for f in (prior_dir / "unet").glob("*.safetensors")) / 1e6
     size_mb = sum(f.stat().st_size for f in prior_dir.rglob("*") if f.is_file()) / 2 ** 20
     last = _last_row(run_dir / "pixel_log.csv", "loss", info["pixel_steps"])
-    stages = describe_stages(info.get("pixel_stages") or [{"steps": info["pixel_steps"]}], "diffusion model")
-    hours = (info.get("pixel_wall_s") or 0.0) / 3600
+    runs = info.get("pixel_stages") or [{"steps": info["pixel_steps"], "wall_s": info.get("pixel_wall_s")}]
+    stages = describe_stages(runs, "pixel diffusion model")
+    total_steps = sum(int(r.get("steps") or 0) for r in runs)
+    hours = sum(float(r.get("wall_s") or 0.0) for r in runs) / 3600
     hardware = _hardware_text(info.get("hardware", []))
     h, w = prior.metadata.image_size or (32, 32)
     where = [f"{h >> i}x{w >> i}" for i, b in enumerate(c.down_block_types) if b.startswith("Attn")]
@@ -232,7 +235,7 @@ def write_pixel_card(prior_dir: str | Path, run_dir: str | Path, commands: dict 
         "",
         "Training budget beside the bundled latent prior's (`cifar10-ldm`, same data):", "",
         "| prior | network | steps | wall hours | hardware |", "|---|---|---|---|---|",
-        f"| this (pixel DDPM) | UNet2DModel | {info['pixel_steps']} (batch {info['batch_size']}) | {hours:.2f} | "
+        f"| this (pixel DDPM) | UNet2DModel | {total_steps} (batch {info['batch_size']}) | {hours:.2f} | "
         f"{hardware} |",
     ]
     lb = latent_budget(latent_dir)

@@ -170,6 +170,18 @@ def image_grid(images, cols: int, pad: int = 2) -> np.ndarray:
     return np.rint(grid * 255.0).astype(np.uint8)
 
 
+def command_lines(runs) -> list:
+    """The lines of the ``commands.txt`` of each run folder that still exists, in order, once
+    each (time stamp and command line), so that a later stage started from the exported folder
+    (``diffprior train pixel --init``) can carry them on."""
+    lines = []
+    for run in runs:
+        f = Path(run) / "commands.txt"
+        if f.is_file():
+            lines += [ln for ln in f.read_text().splitlines() if ln.strip() and ln not in lines]
+    return lines
+
+
 def export_pixel_prior(run_dir: str | Path, out: str | Path, *, preset_table: str | None = "cifar10",
                        name: str | None = None, samples: int = 64, sample_steps: int = 50, seed: int = 0) -> Path:
     """Write a ``diffprior train pixel`` run as a diffusers ``DDPMPipeline`` folder.
@@ -179,7 +191,8 @@ def export_pixel_prior(run_dir: str | Path, out: str | Path, *, preset_table: st
     linear schedule, :data:`diffprior.train.pixel.SCHEDULER_CONFIG`), ``model_index.json``,
     ``diffprior.json`` (``latent=false, conditioning=false``, the native size, ``name``
     (default: the folder name of ``out``) and ``preset_table``, as :func:`export_prior`),
-    ``training.json`` (the run's steps, wall time, settings and hardware) and, unless
+    ``training.json`` (the run's steps, wall time, settings and hardware, its chain of runs and their
+    command lines) and, unless
     ``samples`` is 0, ``samples.png``: ``samples`` DDIM samples (``sample_steps`` steps,
     ``eta = 0``, key ``seed``) of the exported folder as loaded back by
     :meth:`~diffprior.priors.pixel.PixelDiffusionPrior.from_pretrained`, 8 per row.
@@ -217,8 +230,10 @@ def _export_pixel(run_dir: Path, out: Path, preset_table, name, samples: int, sa
     (tmp / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     (tmp / "model_index.json").write_text(json.dumps(PIXEL_MODEL_INDEX, indent=2))
     cfg = meta["config"]
+    stages = lineage(run_dir, CHECKPOINT)
     info = {
-        "pixel_steps": meta["step"], "pixel_wall_s": meta.get("wall_s"), "pixel_stages": lineage(run_dir, CHECKPOINT),
+        "pixel_steps": meta["step"], "pixel_wall_s": meta.get("wall_s"), "pixel_stages": stages,
+        "commands": command_lines(st["path"] for st in stages),
         "batch_size": cfg["batch_size"], "lr": cfg["lr"], "warmup": cfg["warmup"], "ema_decay": cfg["ema_decay"],
         "seed": cfg["seed"], "n_train": meta["n_train"], "flip": meta.get("flip", True),
         "hardware": meta.get("hardware", []),

@@ -133,8 +133,35 @@ def _init_params(unet: UNet2DModel, key, image_hw):
     return unet.init(key, jnp.zeros((1, *image_hw, c.in_channels)), jnp.zeros((1,)))["params"]
 
 
+def _starting_point(init_from: str | Path):
+    """``(unet_config, weights, ema, provenance, command_lines)`` of the weights a run starts
+    from: a pixel run folder (its weights and EMA; its record points at that folder) or an
+    exported pixel prior (its weights, which are an EMA, as both; its record is the chain of
+    runs in its ``training.json``, so that a model card can still name every stage once the
+    run folders are gone, e.g. when training spans machines or sessions)."""
+    path = Path(init_from)
+    if checkpoint.exists(path / CHECKPOINT):
+        ucfg, state, m = load_pixel_state(path)
+        rec = {"path": str(path.resolve()), "step": m.get("step"), "wall_s": m.get("wall_s"),
+               "init_from": m.get("init_from")}
+        return ucfg, state["params"], state["ema"], rec, []
+    if (path / "training.json").is_file() and (path / "unet").is_dir():
+        from ..priors.pixel import PixelDiffusionPrior
+
+        prior = PixelDiffusionPrior.from_pretrained(path)
+        info = json.loads((path / "training.json").read_text())
+        rec = None
+        for st in info.get("pixel_stages") or [{"path": str(path.resolve()), "steps": info.get("pixel_steps"),
+                                                 "wall_s": info.get("pixel_wall_s")}]:
+            rec = {"path": st["path"], "step": st["steps"], "wall_s": st["wall_s"], "init_from": rec}
+        return prior.config, prior.params, prior.params, rec, list(info.get("commands", []))
+    raise FileNotFoundError(f"{init_from}: neither a pixel run folder ({CHECKPOINT}.msgpack/{CHECKPOINT}.json) nor "
+                            "an exported pixel prior (unet/ and training.json) to start from")
+
+
 def run_pixel(data: str, out_dir: str | Path, cfg: PixelTrainConfig = PixelTrainConfig(), progress: bool = True,
-              max_steps: int | None = None, unet_config: UNet2DConfig | None = None) -> Path:
+              max_steps: int | None = None, unet_config: UNet2DConfig | None = None,
+              init_from: str | Path | None = None) -> Path:
     """Train (or resume) the pixel-space DDPM; returns the checkpoint path.
 
     Args:
@@ -149,24 +176,35 @@ def run_pixel(data: str, out_dir: str | Path, cfg: PixelTrainConfig = PixelTrain
         unet_config: the UNet (default :func:`bundled_pixel_config`); its ``sample_size``
             is set to the images' size. Ignored when resuming: the checkpoint's architecture
             is used.
+        init_from: start from these weights instead of a random initialisation: another
+            pixel run folder or an exported pixel prior (:func:`_starting_point`); the
+            optimiser and the step count start afresh, as for the latent prior's
+            ``--init``. Their architecture is used, and ignored once ``out_dir`` holds a
+            checkpoint of its own.
 
     Raises:
         DatasetError: ``data`` does not exist (and no cached copy does), holds no images, or
             its images do not fit the UNet (channels, or a size not divisible by its
             downsamplings).
         BlockingIOError: another training process holds ``out_dir``.
+        FileNotFoundError: ``init_from`` is neither a pixel run nor an exported pixel prior.
     """
     out = Path(out_dir)
     check_data(data, out)
+    ckpt = out / CHECKPOINT
+    own_meta = json.loads(ckpt.with_suffix(".json").read_text()) if checkpoint.exists(ckpt) else None
+    start = _starting_point(init_from) if init_from is not None and own_meta is None else None
     lock = RunLock(out)
     try:
+        if start is not None and not (out / "commands.txt").exists():  # the earlier stages' command lines
+            (out / "commands.txt").write_text("".join(line + "\n" for line in start[4]))
         record_command(out)
         train, _ = load_train_val(data, out)
-        ckpt = out / CHECKPOINT
-        own_meta = json.loads(ckpt.with_suffix(".json").read_text()) if checkpoint.exists(ckpt) else None
         hw = tuple(int(s) for s in train.images.shape[1:3])
         if own_meta is not None:  # resuming: the run's own architecture
             unet_cfg = _config_from_meta(own_meta["unet"])
+        elif start is not None:
+            unet_cfg = dataclasses.replace(start[0], sample_size=hw)
         else:
             unet_cfg = dataclasses.replace(unet_config or bundled_pixel_config(hw), sample_size=hw)
         m = unet_cfg.size_multiple
@@ -179,11 +217,16 @@ def run_pixel(data: str, out_dir: str | Path, cfg: PixelTrainConfig = PixelTrain
         state = new_train_state(_init_params(unet, key, hw), tx)
         if own_meta is not None:
             state, _ = checkpoint.restore(ckpt, state)
+        elif start is not None:
+            state = dict(state, params=start[1], ema=start[2])
         hardware = list((own_meta or {}).get("hardware", []))
         if _hardware() not in hardware:
             hardware.append(_hardware())
         meta = {"config": dataclasses.asdict(cfg), "unet": dataclasses.asdict(unet_cfg), "n_train": len(train),
                 "flip": True, "scheduler": SCHEDULER_CONFIG, "hardware": hardware}
+        init_rec = start[3] if start is not None else (own_meta or {}).get("init_from")
+        if init_rec:  # provenance of the starting weights (for the model card)
+            meta["init_from"] = init_rec
         schedule = training_schedule()
         images = train.images
 
