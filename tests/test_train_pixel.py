@@ -197,6 +197,10 @@ def test_a_later_stage_continues_from_an_exported_prior(runs, folder, tmp_path):
     shutil.copytree(a, first)
     stage1 = export_pixel_prior(first, tmp_path / "stage1", samples=0)
     shutil.rmtree(first)  # the first run folder is lost: only the exported prior remains
+    info1 = json.loads((stage1 / "training.json").read_text())
+    elsewhere = {"backend": "gpu", "device": "another machine", "devices": 1, "cpu_cores": 8}
+    info1["hardware"].append(elsewhere)  # as if stage 1 had run elsewhere too
+    (stage1 / "training.json").write_text(json.dumps(info1))
     c = tmp_path / "c"
     run_pixel(str(folder), c, CFG, progress=False, max_steps=1, init_from=stage1)
     cfg, state, meta = load_pixel_state(c)
@@ -212,7 +216,7 @@ def test_a_later_stage_continues_from_an_exported_prior(runs, folder, tmp_path):
     assert [st["steps"] for st in chain] == [4, 4] and chain[0]["path"] == str(first.resolve())
     stage2 = export_pixel_prior(c, tmp_path / "stage2", samples=0)
     info = json.loads((stage2 / "training.json").read_text())
-    assert len(info["pixel_stages"]) == 2
+    assert len(info["pixel_stages"]) == 2 and elsewhere in info["hardware"]  # the earlier stage's hardware kept
     first_cmds = json.loads((stage1 / "training.json").read_text())["commands"]
     assert first_cmds and info["commands"][:len(first_cmds)] == first_cmds
     card = write_pixel_card(stage2, c).read_text()

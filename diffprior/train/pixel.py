@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -133,18 +134,29 @@ def _init_params(unet: UNet2DModel, key, image_hw):
     return unet.init(key, jnp.zeros((1, *image_hw, c.in_channels)), jnp.zeros((1,)))["params"]
 
 
-def _starting_point(init_from: str | Path):
-    """``(unet_config, weights, ema, provenance, command_lines)`` of the weights a run starts
-    from: a pixel run folder (its weights and EMA; its record points at that folder) or an
-    exported pixel prior (its weights, which are an EMA, as both; its record is the chain of
-    runs in its ``training.json``, so that a model card can still name every stage once the
-    run folders are gone, e.g. when training spans machines or sessions)."""
+class _Start(NamedTuple):
+    """Where a run started by ``--init`` begins (:func:`_starting_point`)."""
+
+    config: UNet2DConfig
+    params: dict
+    ema: dict
+    record: dict  # provenance: {"path", "step", "wall_s", "init_from"}, nested back to the first run
+    commands: list  # the earlier runs' ``commands.txt`` lines, when their folders may be gone
+    hardware: list  # the earlier runs' hardware records
+
+
+def _starting_point(init_from: str | Path) -> _Start:
+    """The weights a run starts from: a pixel run folder (its weights and EMA; its record
+    points at that folder) or an exported pixel prior (its weights, which are an EMA, as both;
+    its record is the chain of runs in its ``training.json``, with their command lines and
+    hardware, so that a model card can still name every stage once the run folders are gone,
+    e.g. when training spans machines or sessions)."""
     path = Path(init_from)
     if checkpoint.exists(path / CHECKPOINT):
         ucfg, state, m = load_pixel_state(path)
         rec = {"path": str(path.resolve()), "step": m.get("step"), "wall_s": m.get("wall_s"),
                "init_from": m.get("init_from")}
-        return ucfg, state["params"], state["ema"], rec, []
+        return _Start(ucfg, state["params"], state["ema"], rec, [], list(m.get("hardware", [])))
     if (path / "training.json").is_file() and (path / "unet").is_dir():
         from ..priors.pixel import PixelDiffusionPrior
 
@@ -154,7 +166,8 @@ def _starting_point(init_from: str | Path):
         for st in info.get("pixel_stages") or [{"path": str(path.resolve()), "steps": info.get("pixel_steps"),
                                                  "wall_s": info.get("pixel_wall_s")}]:
             rec = {"path": st["path"], "step": st["steps"], "wall_s": st["wall_s"], "init_from": rec}
-        return prior.config, prior.params, prior.params, rec, list(info.get("commands", []))
+        return _Start(prior.config, prior.params, prior.params, rec, list(info.get("commands", [])),
+                      list(info.get("hardware", [])))
     raise FileNotFoundError(f"{init_from}: neither a pixel run folder ({CHECKPOINT}.msgpack/{CHECKPOINT}.json) nor "
                             "an exported pixel prior (unet/ and training.json) to start from")
 
@@ -197,14 +210,14 @@ def run_pixel(data: str, out_dir: str | Path, cfg: PixelTrainConfig = PixelTrain
     lock = RunLock(out)
     try:
         if start is not None and not (out / "commands.txt").exists():  # the earlier stages' command lines
-            (out / "commands.txt").write_text("".join(line + "\n" for line in start[4]))
+            (out / "commands.txt").write_text("".join(line + "\n" for line in start.commands))
         record_command(out)
         train, _ = load_train_val(data, out)
         hw = tuple(int(s) for s in train.images.shape[1:3])
         if own_meta is not None:  # resuming: the run's own architecture
             unet_cfg = _config_from_meta(own_meta["unet"])
         elif start is not None:
-            unet_cfg = dataclasses.replace(start[0], sample_size=hw)
+            unet_cfg = dataclasses.replace(start.config, sample_size=hw)
         else:
             unet_cfg = dataclasses.replace(unet_config or bundled_pixel_config(hw), sample_size=hw)
         m = unet_cfg.size_multiple
@@ -218,13 +231,13 @@ def run_pixel(data: str, out_dir: str | Path, cfg: PixelTrainConfig = PixelTrain
         if own_meta is not None:
             state, _ = checkpoint.restore(ckpt, state)
         elif start is not None:
-            state = dict(state, params=start[1], ema=start[2])
-        hardware = list((own_meta or {}).get("hardware", []))
+            state = dict(state, params=start.params, ema=start.ema)
+        hardware = list((own_meta or {}).get("hardware", []) or (start.hardware if start is not None else []))
         if _hardware() not in hardware:
             hardware.append(_hardware())
         meta = {"config": dataclasses.asdict(cfg), "unet": dataclasses.asdict(unet_cfg), "n_train": len(train),
                 "flip": True, "scheduler": SCHEDULER_CONFIG, "hardware": hardware}
-        init_rec = start[3] if start is not None else (own_meta or {}).get("init_from")
+        init_rec = start.record if start is not None else (own_meta or {}).get("init_from")
         if init_rec:  # provenance of the starting weights (for the model card)
             meta["init_from"] = init_rec
         schedule = training_schedule()
