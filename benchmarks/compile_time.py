@@ -24,7 +24,7 @@ result).
 
 Usage::
 
-    python benchmarks/compile_time.py --flags "" "--xla_backend_optimization_level=0"
+    python benchmarks/compile_time.py --flags "" --flags=--xla_backend_optimization_level=0
 """
 
 from __future__ import annotations
@@ -92,16 +92,19 @@ def measure(program: str, steps: int, images: int) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--programs", nargs="+", default=list(PROGRAMS), choices=PROGRAMS)
-    p.add_argument("--flags", nargs="+", default=[""], metavar="XLA_FLAGS")
+    p.add_argument("--flags", action="append", default=None, metavar="XLA_FLAGS",
+                   help="one XLA flag set per --flags (repeat it); a set that starts with '--' is given as "
+                        "--flags=--xla_...; default: XLA's defaults only")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--cpu", type=int, default=0, help="the core each measurement is pinned to")
     p.add_argument("--max-load", type=float, default=1.5)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compile_time"))
-    p.add_argument("--one", nargs=2, metavar=("PROGRAM", "FLAGS"), help=argparse.SUPPRESS)
+    p.add_argument("--one", metavar="PROGRAM", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.flags = args.flags or [""]
     if args.one:
-        print(json.dumps(measure(args.one[0], args.steps, args.images)))
+        print(json.dumps(measure(args.one, args.steps, args.images)))
         return
     before = load_average()
     if before[0] > args.max_load:
@@ -112,7 +115,7 @@ def main(argv=None):
         for prog in args.programs:
             env = dict(os.environ, XLA_FLAGS=flags, JAX_ENABLE_COMPILATION_CACHE="false")
             env.pop("DIFFPRIOR_CACHE", None)
-            cmd = ["taskset", "-c", str(args.cpu), sys.executable, __file__, "--one", prog, flags,
+            cmd = ["taskset", "-c", str(args.cpu), sys.executable, __file__, "--one", prog,  # flags: in env
                    "--steps", str(args.steps), "--images", str(args.images)]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
