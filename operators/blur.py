@@ -168,8 +168,9 @@ def _convolve_same_fft(x: jax.Array, k: jax.Array) -> jax.Array:
     H, W = x.shape[-3:-1]
     kh, kw = k.shape[-2:]
     P, Q = H + kh - 1, W + kw - 1
-    xf = jnp.fft.rfft2(x, s=(P, Q), axes=(-3, -2))
-    kf = jnp.fft.rfft2(k, s=(P, Q), axes=(-2, -1))[..., None]  # (P, Q', 1) or (N, P, Q', 1)
+    wide = jnp.promote_types(x.dtype, jnp.float32)  # FFTs in at least float32 (none in half precision)
+    xf = jnp.fft.rfft2(x.astype(wide), s=(P, Q), axes=(-3, -2))
+    kf = jnp.fft.rfft2(k.astype(wide), s=(P, Q), axes=(-2, -1))[..., None]  # (P, Q', 1) or (N, P, Q', 1)
     full = jnp.fft.irfft2(xf * kf, s=(P, Q), axes=(-3, -2))
     return full[..., kh // 2:kh // 2 + H, kw // 2:kw // 2 + W, :].astype(x.dtype)
 
