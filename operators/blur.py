@@ -75,7 +75,7 @@ class Blur(ImageOperator):
     GPUs) for kernels of up to :data:`DIRECT_MAX_TAPS` taps, and for larger ones the same
     linear convolution by 2-D real FFTs of the zero-padded ``(H + k_h - 1) x (W + k_w - 1)``
     grid, cropped (equal up to float rounding; a direct convolution costs
-    :math:`k_h k_w` multiplications per pixel, the FFTs a few dozen: e.g. 23 x 23 motion
+    :math:`k_h k_w` multiplications per pixel, the FFTs a few dozen: e.g. 21 x 21 motion
     kernels at 96 x 96 pixels). ``"circular"`` multiplies 2-D real FFTs, with the kernel
     folded onto the image grid (so kernels larger than the image are handled).
 
