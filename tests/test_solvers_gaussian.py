@@ -19,7 +19,7 @@ from diffprior.solvers import (GMLDPS, LDIR, LDPS, P2L, PSLD, AdamHistory, Datas
                                LDIRConfig, LDPSConfig, Loss, P2LConfig, PromptTuning, ProximalProjection, PSLDConfig,
                                SolverFailure, Status, Task, sample_keys)
 from diffprior.solvers.common import make_forward
-from diffprior.solvers.core import guidance
+from diffprior.solvers.core import guidance, tuned_guidance
 from diffprior.solvers.prompt import conditional_posterior_mean
 
 SIGMA = 0.05
@@ -100,6 +100,60 @@ def test_data_consistency_steps_move_towards_the_posterior_mean(problem, loss):
     after_ldps = dist(prior.x0(z_t - rho * g, t, emb))
     after_shift = dist(conditional_posterior_mean(prior, fwd, yb, z0, jnp.full(2, rho), loss))
     assert np.all(after_ldps < before) and np.all(after_shift < before)
+
+
+@pytest.mark.parametrize("reset,tune_now,regularized", [(True, True, False), (False, True, True), (True, False, True)])
+def test_tuned_guidance_is_k_adam_steps_on_eq17_then_the_guidance(problem, reset, tune_now, regularized):
+    """The core's single loop (K tuning turns and a guidance turn through one VJP) gives what the
+    algorithm says, written out here: K Adam steps on c of
+    ||y - A D(z0 + shift)|| with the Eq. 18-19 shift held constant, then the guidance gradient
+    (with its regularisers) at the tuned c; a step that does not tune keeps c and reports NaN."""
+    import optax
+
+    from diffprior.solvers import FixedPointRegularizer
+
+    prior, A, z_true, y = problem
+    fwd, yb, _ = make_forward(A, y)
+    t, rho = 300, jnp.array([0.5, 0.2])
+    a = prior.schedule.abar(t)
+    z_t = jnp.sqrt(a) * z_true + jnp.sqrt(1 - a) * jax.random.normal(jax.random.PRNGKey(4), z_true.shape)
+    emb0 = prior.embed(["", ""]) + 0.1
+    pt = PromptTuning(iters=3, lr=0.05, reset=reset)
+    regs = (FixedPointRegularizer(weight=0.3),) if regularized else ()
+    carried = pt.init(emb0) if not reset else ()
+    if not reset:  # a carried state that has already run: its step count and moments matter
+        carried = optax.adam(pt.lr).update(jnp.ones_like(emb0), carried, emb0)[1]
+
+    def eq17(c):  # the loss of Alg. 3 at the shifted estimate, the shift a constant
+        z0 = prior.x0(z_t, t, c)
+        z0c = jax.lax.stop_gradient(z0)
+        shift = conditional_posterior_mean(prior, fwd, yb, z0c, rho) - z0c
+        r = jnp.linalg.norm((yb - jax.vmap(A)(prior.decode(z0 + shift))).reshape(2, -1), axis=1)
+        return (2.0 * r).sum(), r
+
+    c, st, want_res = emb0, (optax.adam(pt.lr).init(emb0) if reset else carried), []
+    for _ in range(pt.iters if tune_now else 0):
+        (_, r), gc = jax.value_and_grad(eq17, has_aux=True)(c)
+        upd, st = optax.adam(pt.lr).update(gc, st, c)
+        c, want_res = optax.apply_updates(c, upd), want_res + [r]
+    want_g, want_est = guidance(prior, fwd, yb, z_t, t, c, rho, Loss.NORM, regs)
+
+    got_c, got_res, got_st, got_g, got_est = jax.jit(
+        lambda z, e: tuned_guidance(pt, True if tune_now else jnp.asarray(False), prior, fwd, yb, z, t, e, rho, Loss.NORM, regs,
+                                    carried))(z_t, emb0)
+    np.testing.assert_allclose(got_c, c, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got_c, emb0) if tune_now else np.array_equal(got_c, emb0)
+    if tune_now:
+        np.testing.assert_allclose(got_res, np.stack(want_res, axis=1), rtol=1e-5)
+    else:
+        assert got_res.shape == (2, 3) and np.all(np.isnan(got_res))
+    np.testing.assert_allclose(got_g, want_g, rtol=1e-4, atol=1e-6)
+    for got, want in zip(got_est, want_est):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if reset:
+        assert got_st == ()
+    else:
+        jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7), got_st, st)
 
 
 def test_ldps_samples_concentrate_towards_the_posterior(problem):

@@ -4,7 +4,9 @@ Every diffusion solver of this package -- the latent ones (P2L, LDPS, GML-DPS, P
 and the pixel-space ones (DPS, DDS, DiffPIR), whose "latent" is the image mapped to
 ``[-1, 1]`` -- is one reverse pass in which each step
 
-1. optionally tunes the text embedding (:class:`~diffprior.solvers.prompt.PromptTuning`);
+1. optionally tunes the text embedding (:class:`~diffprior.solvers.prompt.PromptTuning`),
+   in a loop whose last turn is step 2's VJP (:func:`tuned_guidance`: one compiled VJP of the
+   network for both);
 2. evaluates :math:`\\hat\\epsilon, \\hat z_0 = \\hat z_0(z_t, c)` (Tweedie, Eq. 10) and, for
    the solvers with a guidance step, the gradient :math:`g = \\nabla_{z_t}\\big[\\rho'\\|y -
    \\mathcal{A}(\\mathcal{D}(\\hat z_0))\\| + \\text{regularisers}\\big]` in one UNet + decoder
@@ -31,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from .common import RESIDUAL_SCALE, Forward, Loss, Status, bcast, penalty, residual
@@ -116,6 +119,42 @@ def estimate(prior, fwd: Forward, y, z, t, emb):
     return eps, z0, x, residual(fwd, y, x)
 
 
+def guidance_loss(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NORM, regularizers=(),
+                  prompt: PromptTuning | None = None, tuning=None):
+    """The guidance loss summed over the batch, and the estimates it passes through.
+
+    .. math::
+        \\ell(z_t, c) = \\sum_n \\ell\\big(s\\,\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_0(z_t, c)))\\|\\big)
+        + \\rho^{-1} \\textstyle\\sum_k R_k(\\hat z_0)
+
+    (see :func:`guidance`). With ``prompt`` and a traced boolean ``tuning``: where ``tuning``
+    is true, the loss of prompt tuning instead (Eq. 17), the residual at P2L's shifted estimate
+    :math:`\\hat z_{0|y}` (Eqs. 18-19, :meth:`PromptTuning.shifted`) and no regularisers; the
+    two share one graph (:func:`tuned_guidance`).
+
+    Returns:
+        ``(loss, (eps, z0, x, r))``: noise estimate, Tweedie estimate :math:`\\hat z_0`, the
+        decoded image of the (shifted, where tuning) estimate and per-sample residual.
+    """
+    eps, z0 = prior.eps_and_x0(z, t, emb)
+    z_in = z0
+    if tuning is not None:
+        z_in = lax.cond(tuning, lambda: prompt.shifted(prior, fwd, y, z0, prompt.zeta(step_size), loss), lambda: z0)
+    x = prior.decode(z_in)
+    r = residual(fwd, y, x)
+    obj = penalty(RESIDUAL_SCALE * r, loss)
+    if regularizers:
+        inv = jnp.where(step_size > 0, 1.0 / jnp.where(step_size > 0, step_size, 1.0), 0.0)
+
+        def regularized(obj):
+            for reg in regularizers:
+                obj = obj + inv * reg(prior, fwd, y, z0, x, loss)
+            return obj
+
+        obj = regularized(obj) if tuning is None else lax.cond(tuning, lambda: obj, lambda: regularized(obj))
+    return obj.sum(), (eps, z0, x, r)
+
+
 def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NORM, regularizers=()):
     """The guidance gradient and the estimates it passes through, from one UNet + decoder VJP.
 
@@ -131,17 +170,62 @@ def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NOR
         ``g`` and ``(eps, z0, x, r)``: noise estimate, Tweedie estimate, decoded image
         :math:`\\mathcal{D}(\\hat z_0)` and per-sample residual (``[0, 1]`` units).
     """
+    return jax.grad(lambda z: guidance_loss(prior, fwd, y, z, t, emb, step_size, loss, regularizers),
+                    has_aux=True)(z)
 
-    def objective(z):
-        eps, z0, x, r = estimate(prior, fwd, y, z, t, emb)
-        obj = penalty(RESIDUAL_SCALE * r, loss)
-        if regularizers:
-            inv = jnp.where(step_size > 0, 1.0 / jnp.where(step_size > 0, step_size, 1.0), 0.0)
-            for reg in regularizers:
-                obj = obj + inv * reg(prior, fwd, y, z0, x, loss)
-        return obj.sum(), (eps, z0, x, r)
 
-    return jax.grad(objective, has_aux=True)(z)
+def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t, emb, step_size,
+                   loss: Loss = Loss.NORM, regularizers=(), opt_state=()):
+    """Prompt tuning (P2L Alg. 3) and then the guidance gradient, as K + 1 turns of one VJP.
+
+    Turn :math:`k < K` is one prompt-tuning iteration: the gradient of Eq. 17's loss
+    :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_{0|y}(z_t, c_k)))\\|` (Eqs. 18-19)
+    and an Adam step :math:`c_{k+1} = c_k - \\mathrm{Adam}(\\nabla_c)`. Turn :math:`K` is
+    :func:`guidance` at the tuned :math:`c^*_t = c_K`. Every turn differentiates the same
+    function (:func:`guidance_loss`, with the shift and the regularisers switched by
+    ``lax.cond`` on the turn) with respect to both :math:`z_t` and :math:`c`, keeping the
+    gradient it needs: the numbers are those of K tuning iterations followed by
+    :func:`guidance`, but the program holds one VJP of the network and the decoder instead of
+    two, which is what XLA spends its compilation time on. The unused half of each gradient
+    costs little (the backward pass reaches the embedding through the cross-attention layers
+    and the latent through the input layers; the rest is shared). ``tune_now`` False (a step
+    that :meth:`PromptTuning.tunes_at` skips; a traced boolean, or the constant ``True`` when
+    every step tunes) runs turn :math:`K` only.
+
+    Returns:
+        ``(c*, prompt_residuals, opt_state, g, (eps, z0, x, r))``: the tuned embedding, the
+        residual :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_{0|y}))\\|` at each tuning
+        iteration before its update, ``(N, K)`` (NaN where the step does not tune), Adam's state
+        to carry (``()`` when its moments reset every step), and :func:`guidance`'s outputs.
+    """
+    k_iters, n = prompt.iters, z.shape[0]
+    opt = prompt.optimizer()
+    grad = jax.grad(lambda z, c, tuning: guidance_loss(prior, fwd, y, z, t, c, step_size, loss, regularizers,
+                                                       prompt, tuning), argnums=(0, 1), has_aux=True)
+    x_shape = jax.eval_shape(prior.decode, z)
+    start = (emb, opt.init(emb) if prompt.reset else opt_state, jnp.zeros_like(z),
+             (jnp.zeros_like(z), jnp.zeros_like(z), jnp.zeros(x_shape.shape, x_shape.dtype),
+              jnp.zeros((n,), y.dtype)))
+
+    def turn(carry, k):
+        c, st, _, _ = carry
+        tuning = k < k_iters
+        (gz, gc), est = grad(z, c, tuning)
+        est = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), est, carry[3])
+        upd, st_new = opt.update(gc, st, c)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(tuning, a, b), new, old)
+        return (keep(optax.apply_updates(c, upd), c), keep(st_new, st), gz, est), est[3]
+
+    def idle(carry, k):  # a tuning turn of a step that does not tune
+        return carry, jnp.full((n,), jnp.nan, y.dtype)
+
+    def body(carry, k):
+        if tune_now is True:  # every step tunes: no branch
+            return turn(carry, k)
+        return lax.cond(tune_now | (k == k_iters), turn, idle, carry, k)
+
+    (c, st, g, est), rs = lax.scan(body, start, jnp.arange(k_iters + 1))
+    return c, rs[:k_iters].T, (() if prompt.reset else st), g, est
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +257,9 @@ class Plan:
     divergence_threshold: float = 1e3
 
     def __post_init__(self):
-        if self.update is None and self.regularizers:
-            raise ValueError("regularizers need a guidance step (update=GradientDescent() or AdamHistory())")
+        if self.update is None and (self.regularizers or self.prompt is not None):
+            raise ValueError("regularizers and prompt tuning need a guidance step (update=GradientDescent() or "
+                             "AdamHistory())")
 
     # ------------------------------------------------------------------ init
     def init(self, data: Data) -> State:
@@ -194,22 +279,15 @@ class Plan:
         n = y.shape[0]
 
         emb, prompt_opt = state.emb, state.prompt_opt
-        if self.prompt is not None:
-            pt = self.prompt
-
-            def tune():
-                return pt.tune(prior, fwd, y, state.z, t, emb, data.step_size, self.loss, prompt_opt)
-
-            def keep():  # a step without tuning: no residuals to report (NaN)
-                return emb, jnp.full((n, pt.iters), jnp.nan, jnp.float32), prompt_opt
-
-            emb, prompt_res, prompt_opt = tune() if pt.every == 1 else lax.cond(pt.tunes_at(i), tune, keep)
-        else:
+        if self.prompt is not None:  # K tuning iterations, then the guidance, through one VJP
+            emb, prompt_res, prompt_opt, g, (eps, z0, x, r) = tuned_guidance(
+                self.prompt, True if self.prompt.every == 1 else self.prompt.tunes_at(i), prior, fwd, y, state.z, t, emb, data.step_size, self.loss,
+                self.regularizers, prompt_opt)
+        elif self.update is None:
             prompt_res = jnp.zeros((n, 0), jnp.float32)
-
-        if self.update is None:
             eps, z0, x, r = estimate(prior, fwd, y, state.z, t, emb)
         else:
+            prompt_res = jnp.zeros((n, 0), jnp.float32)
             g, (eps, z0, x, r) = guidance(prior, fwd, y, state.z, t, emb, data.step_size, self.loss,
                                           self.regularizers)
 

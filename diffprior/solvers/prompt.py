@@ -53,7 +53,9 @@ class PromptTuning:
     Implementation choices (the paper does not say): the shift
     :math:`\\zeta\\nabla_{\\hat z_0}` is held constant when differentiating with respect to
     :math:`c` (no second derivative through the decoder), so one iteration costs one UNet
-    VJP and two decoder VJPs.
+    VJP and two decoder VJPs. The iterations run in the solvers' core,
+    :func:`diffprior.solvers.core.tuned_guidance`, as the first K turns of a loop whose last
+    turn is the guidance gradient: one compiled VJP serves both.
 
     Attributes:
         iters: :math:`K` (Table 6: 1, 3 or 5).
@@ -94,45 +96,19 @@ class PromptTuning:
         """How many of ``num_steps`` reverse steps tune the prompt."""
         return -(-num_steps // self.every)
 
-    def _optimizer(self):
-        return optax.adam(self.lr, b1=self.b1, b2=self.b2)
-
     def init(self, emb):
         """The Adam state carried between reverse steps (``()`` when the moments are reset)."""
-        return () if self.reset else self._optimizer().init(emb)
+        return () if self.reset else self.optimizer().init(emb)
 
-    def tune(self, prior, fwd: Forward, y, z_t, t, emb, step_size, loss: Loss, opt_state=()):
-        """Run the K iterations; return ``(c*, residuals, opt_state)``.
+    def zeta(self, step_size):
+        """The per-sample shift step :math:`\\zeta` of Eqs. 18-19: ``shift_step`` or the solver's :math:`\\rho`."""
+        return step_size if self.shift_step is None else jnp.full_like(step_size, self.shift_step)
 
-        Args:
-            prior: the latent prior; fwd, y: forward model and ``(N, ...)`` measurement.
-            z_t: current latent ``(N, h, w, c)``; t: timestep (scalar).
-            emb: starting embedding ``(N, L, D)``.
-            step_size: per-sample :math:`\\rho` ``(N,)`` (used when ``shift_step`` is None).
-            loss: :class:`Loss` applied to the residual.
-            opt_state: the carried Adam state (``reset=False``, from :meth:`init`), else ``()``.
+    def optimizer(self):
+        """Adam on the embedding (this tuning's learning rate and betas)."""
+        return optax.adam(self.lr, b1=self.b1, b2=self.b2)
 
-        Returns:
-            The tuned embedding, the per-sample residual
-            :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_{0|y}))\\|` (``[0, 1]`` units) at each
-            iteration, before its update, shape ``(N, K)``, and the Adam state to carry
-            (``()`` when reset).
-        """
-        zeta = step_size if self.shift_step is None else jnp.full_like(step_size, self.shift_step)
-        opt = self._optimizer()
-
-        def objective(c):
-            _, z0 = prior.eps_and_x0(z_t, t, c)
-            z0c = lax.stop_gradient(z0)  # the shift is a constant for d/dc (see class doc)
-            z0y = z0 + (conditional_posterior_mean(prior, fwd, y, z0c, zeta, loss) - z0c)
-            r = residual(fwd, y, prior.decode(z0y))
-            return penalty(RESIDUAL_SCALE * r, loss).sum(), r
-
-        def body(carry, _):
-            c, st = carry
-            (_, r), g = jax.value_and_grad(objective, has_aux=True)(c)
-            upd, st = opt.update(g, st, c)
-            return (optax.apply_updates(c, upd), st), r
-
-        (emb, st), rs = lax.scan(body, (emb, opt.init(emb) if self.reset else opt_state), None, length=self.iters)
-        return emb, rs.T, (() if self.reset else st)
+    def shifted(self, prior, fwd: Forward, y, z0, zeta, loss: Loss):
+        """:math:`\\hat z_{0|y}` of Eqs. 18-19 with the shift held constant for differentiation."""
+        z0c = lax.stop_gradient(z0)  # the shift is a constant for d/dc (see class doc)
+        return z0 + (conditional_posterior_mean(prior, fwd, y, z0c, zeta, loss) - z0c)
