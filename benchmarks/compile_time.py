@@ -17,7 +17,10 @@ Each (program, XLA flags) pair runs in a fresh process with no compilation cache
 core (``--cpu``), so that its numbers are its own; the PSNR of the result is kept to show that a
 flag did not change what is computed. ``--flags`` takes XLA flag sets to compare (``""`` is
 XLA's defaults), e.g. ``--xla_backend_optimization_level=0`` (LLVM's optimisation level: faster
-compilation, slower code). Writes ``benchmarks/results/compile_time.{json,md}`` with the load
+compilation, slower code). ``--base REV`` also measures each program with the code of an
+earlier commit (``git archive REV`` in a temporary folder, imported from there: the script
+checks that it is), alternating with this checkout's, so that a change's effect on
+compilation is a ratio within one run. Writes ``benchmarks/results/compile_time.{json,md}`` with the load
 average before and after; refuses to write when the 1-minute load average at the start is
 above ``--max-load`` (default 1.5 on this 2-core machine: a timing beside other jobs is not a
 result).
@@ -25,6 +28,7 @@ result).
 Usage::
 
     python benchmarks/compile_time.py --flags "" --flags=--xla_backend_optimization_level=0
+    python benchmarks/compile_time.py --base f98ee34 --programs ldps+pt p2l
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,12 +105,27 @@ def main(argv=None):
     p.add_argument("--cpu", type=int, default=0, help="the core each measurement is pinned to")
     p.add_argument("--max-load", type=float, default=1.5)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compile_time"))
+    p.add_argument("--base", metavar="REV", help="also measure with this earlier commit's code, in the same run")
     p.add_argument("--one", metavar="PROGRAM", help=argparse.SUPPRESS)
+    p.add_argument("--tree", help=argparse.SUPPRESS)  # with --one: import diffprior from this source tree
     args = p.parse_args(argv)
     args.flags = args.flags or [""]
     if args.one:
+        if args.tree:
+            sys.path.insert(0, args.tree)
+            import diffprior
+
+            assert diffprior.__file__.startswith(args.tree), diffprior.__file__
         print(json.dumps(measure(args.one, args.steps, args.images)))
         return
+    trees = {"this checkout": None}
+    if args.base:
+        old = Path(tempfile.mkdtemp(prefix="compile-time-")) / "base"
+        old.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        trees = {args.base: str(old), **trees}
     before = load_average()
     if before[0] > args.max_load:
         raise SystemExit(f"compile_time: load average {before} above --max-load {args.max_load}: another job is "
@@ -113,29 +133,44 @@ def main(argv=None):
     rows = []
     for flags in args.flags:
         for prog in args.programs:
-            env = dict(os.environ, XLA_FLAGS=flags, JAX_ENABLE_COMPILATION_CACHE="false")
-            env.pop("DIFFPRIOR_CACHE", None)
-            cmd = ["taskset", "-c", str(args.cpu), sys.executable, __file__, "--one", prog,  # flags: in env
-                   "--steps", str(args.steps), "--images", str(args.images)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{prog} with XLA_FLAGS={flags!r} failed:\n{proc.stderr[-3000:]}")
-            row = {"program": prog, "flags": flags, **json.loads(proc.stdout.strip().splitlines()[-1])}
-            rows.append(row)
-            print(f"{prog:9s} {flags or '(defaults)':40s} lower {row['lower_s']:6.1f} s  compile "
-                  f"{row['compile_s']:6.1f} s  solve {row['solve_s']:6.1f} s  PSNR {row['psnr']:.2f}", flush=True)
+            for code, tree in trees.items():
+                env = dict(os.environ, XLA_FLAGS=flags, JAX_ENABLE_COMPILATION_CACHE="false")
+                env.pop("DIFFPRIOR_CACHE", None)
+                cmd = ["taskset", "-c", str(args.cpu), sys.executable, __file__, "--one", prog,  # flags: in env
+                       "--steps", str(args.steps), "--images", str(args.images)] + (["--tree", tree] if tree else [])
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{prog} ({code}) with XLA_FLAGS={flags!r} failed:\n{proc.stderr[-3000:]}")
+                row = {"program": prog, "code": code, "flags": flags,
+                       **json.loads(proc.stdout.strip().splitlines()[-1])}
+                rows.append(row)
+                print(f"{prog:9s} {code:14s} {flags or '(defaults)':40s} lower {row['lower_s']:6.1f} s  compile "
+                      f"{row['compile_s']:6.1f} s  solve {row['solve_s']:6.1f} s  PSNR {row['psnr']:.2f}", flush=True)
     after = load_average()
-    record = {"rows": rows, "steps": args.steps, "images": args.images, "load_before": before, "load_after": after}
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    record = {"rows": rows, "steps": args.steps, "images": args.images, "load_before": before, "load_after": after,
+              "head": head, "base": args.base}
     lines = ["# Compilation time of the solver programs (the demo's setting)", "",
              f"Produced by `python benchmarks/compile_time.py`: the bundled prior, {args.images} demo images, sr4, "
              f"{args.steps} DDIM steps, each program in a fresh process pinned to one core, no compilation cache. "
              f"`lower`: tracing and lowering to StableHLO; `compile`: XLA; `solve`: the first run after it (which also compiles the small start and end programs); PSNR: mean over "
              f"the images (the same for every flag set if the flags do not change the arithmetic). Load average "
-             f"{before} before, {after} after.", "",
-             "| program | XLA_FLAGS | lower (s) | compile (s) | solve (s) | PSNR | HLO (k chars) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['program']} | {r['flags'] or '(defaults)'} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
-              f"{r['solve_s']:.1f} | {r['psnr']:.2f} | {r['hlo_chars'] / 1000:.0f} |" for r in rows]
+             f"{before} before, {after} after. Code: `this checkout` is {head}"
+             + (f"; `{args.base}` the earlier commit, measured alternately in the same run." if args.base else "."), "",
+             "| program | code | XLA_FLAGS | lower (s) | compile (s) | solve (s) | PSNR | HLO (k chars) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['program']} | {r['code']} | {r['flags'] or '(defaults)'} | {r['lower_s']:.1f} | "
+              f"{r['compile_s']:.1f} | {r['solve_s']:.1f} | {r['psnr']:.2f} | {r['hlo_chars'] / 1000:.0f} |"
+              for r in rows]
+    if args.base:
+        lines += ["", f"Lower + compile, this checkout / {args.base}:"]
+        for prog in args.programs:
+            for flags in args.flags:
+                a, b = ([r for r in rows if r["program"] == prog and r["flags"] == flags and r["code"] == c][0]
+                        for c in (args.base, "this checkout"))
+                lines.append(f"- {prog} ({flags or 'defaults'}): "
+                             f"{(b['lower_s'] + b['compile_s']) / (a['lower_s'] + a['compile_s']):.2f}")
     write_record(args.out, record, lines)
     print("\n".join(lines))
 
