@@ -213,7 +213,10 @@ def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t,
         (gz, gc), est = grad(z, c, tuning)
         est = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), est, carry[3])
         upd, st_new = opt.update(gc, st, c)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(tuning, a, b), new, old)
+
+        def keep(new, old):  # the embedding and Adam's state move on tuning turns only
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(tuning, a, b), new, old)
+
         return (keep(optax.apply_updates(c, upd), c), keep(st_new, st), gz, est), est[3]
 
     def idle(carry, k):  # a tuning turn of a step that does not tune
