@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -21,3 +23,22 @@ def write_record(out, record: dict, lines: list) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def source_tree(root, rev: str, prefix: str) -> Path:
+    """The files of commit ``rev`` of the repository at ``root`` (``git archive``), extracted into
+    ``base/`` of a new temporary folder (whose other entries are the caller's to use)."""
+    tree = Path(tempfile.mkdtemp(prefix=prefix)) / "base"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def checkout_label(root) -> str:
+    """This checkout's short commit, with ``+changes`` when tracked files differ from it."""
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return head + ("+changes" if dirty else "")

@@ -38,13 +38,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _records import load_average, write_record  # noqa: E402
+from _records import checkout_label, load_average, source_tree, write_record  # noqa: E402
 
 PROGRAMS = ("ddim", "ldps", "ldps+pt", "p2l-proj", "p2l")
 
@@ -120,12 +119,7 @@ def main(argv=None):
         return
     trees = {"this checkout": None}
     if args.base:
-        old = Path(tempfile.mkdtemp(prefix="compile-time-")) / "base"
-        old.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        trees = {args.base: str(old), **trees}
+        trees = {args.base: str(source_tree(ROOT, args.base, "compile-time-")), **trees}
     before = load_average()
     if before[0] > args.max_load:
         raise SystemExit(f"compile_time: load average {before} above --max-load {args.max_load}: another job is "
@@ -147,8 +141,7 @@ def main(argv=None):
                 print(f"{prog:9s} {code:14s} {flags or '(defaults)':40s} lower {row['lower_s']:6.1f} s  compile "
                       f"{row['compile_s']:6.1f} s  solve {row['solve_s']:6.1f} s  PSNR {row['psnr']:.2f}", flush=True)
     after = load_average()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = checkout_label(ROOT)
     record = {"rows": rows, "steps": args.steps, "images": args.images, "load_before": before, "load_after": after,
               "head": head, "base": args.base}
     lines = ["# Compilation time of the solver programs (the demo's setting)", "",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _records import load_average, write_record  # noqa: E402
+from _records import checkout_label, load_average, source_tree, write_record  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 LAUNCH = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import diffprior, operators; "
           "root = sys.argv[1]; assert diffprior.__file__.startswith(root), diffprior.__file__; "
@@ -61,15 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warm", action="store_true", help="also time a second run of each on its filled cache")
     ap.add_argument("--out", default=str(RESULTS / "demo_time"))
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="demo-time-"))
-    old = tmp / "base"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
+    old = source_tree(ROOT, args.base, "demo-time-")
+    tmp = old.parent
+    head = checkout_label(ROOT)
     load_before = load_average()
     runs = {}
     for label, tree in ((args.base, old), ("this checkout", ROOT)):
@@ -83,7 +77,7 @@ def main(argv=None) -> int:
     a, b = (runs[k]["cold"] for k in runs)
     keys = sorted(set(a["table"]) & set(b["table"]))
     diff = {m: max(abs(a["table"][k][m] - b["table"][k][m]) for k in keys) for m in ("psnr", "ssim", "lpips")}
-    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "base": args.base, "head": head + ("+changes" if dirty else ""),
+    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "base": args.base, "head": head,
               "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after, "runs": runs,
               "cold_ratio": b["wall_s"] / a["wall_s"], "largest_quality_difference": diff}
     lines = ["# `diffprior demo` wall time, cold compilation cache", "",
