@@ -85,11 +85,11 @@ def patched(obj, name: str, value):
         setattr(obj, name, old)
 
 
-def _shipped_fingerprint() -> str:
+def _shipped_fingerprint(kind: str = "latent") -> str:
     from diffprior import bundled_path
     from diffprior.prior import weights_fingerprint
 
-    return weights_fingerprint(bundled_path())
+    return weights_fingerprint(bundled_path(kind))
 
 
 # ----------------------------------------------------------------------------- committed results
@@ -106,14 +106,18 @@ def check_validation_figures_are_of_the_shipped_weights(tmp: Path) -> None:
 
 
 def check_presets_were_searched_on_the_shipped_weights(tmp: Path) -> None:
-    """Every search on the diffusion prior behind ``diffprior.solvers.tuned`` ran on these weights
-    (the ADMM baselines' searches do not use the prior)."""
+    """Every search on a diffusion prior behind ``diffprior.solvers.tuned`` ran on the weights in
+    the package: the latent solvers' on the latent prior, DPS's, DDS's and DiffPIR's on the pixel
+    prior (the ADMM baselines' searches do not use a prior)."""
+    from tune import PIXEL
+
     entries = json.loads((RESULTS / "tuning.json").read_text())
-    latent = [e for e in entries if e["steps"] > 0]
-    check(latent, "tuning.json has no search on the diffusion prior")
-    fp = _shipped_fingerprint()
-    stale = [(e["solver"], e["task"], e["param"]) for e in latent if e.get("prior") != fp]
-    check(not stale, f"searched on other weights (rerun benchmarks/tune_all.sh latent): {stale}")
+    diffusion = [e for e in entries if e["steps"] > 0]
+    check(diffusion, "tuning.json has no search on the diffusion prior")
+    fp = {kind: _shipped_fingerprint(kind) for kind in ("latent", "pixel")}
+    stale = [(e["solver"], e["task"], e["param"]) for e in diffusion
+             if e.get("prior") != fp["pixel" if e["solver"] in PIXEL else "latent"]]
+    check(not stale, f"searched on other weights (rerun benchmarks/tune_all.sh latent / pixel): {stale}")
 
 
 def check_tuned_presets_are_the_searched_values(tmp: Path) -> None:
@@ -128,7 +132,7 @@ def check_tuned_presets_are_the_searched_values(tmp: Path) -> None:
     # LDPS + prompt tuning is searched on the paper's Table 1 tasks (inpainting: 80 % random drops)
     primary_of = {"ldps-pt": {"sr4-avg", "inpaint-random"}}
     names = {"ldps": "LDPS", "gmldps": "GMLDPS", "psld": "PSLD", "ldir": "LDIR", "p2l": "P2L", "tvadmm": "TVADMM",
-             "pnpadmm": "PnPADMM", "ldps-pt": "LDPS+PT"}
+             "pnpadmm": "PnPADMM", "ldps-pt": "LDPS+PT", "dps": "DPS", "dds": "DDS", "diffpir": "DiffPIR"}
     checked = 0
     for e in entries:
         if e["task"] not in primary_of.get(e["solver"], primary):

@@ -58,7 +58,7 @@ GRIDS = {
     ("pnpadmm", "rho"): (0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 1.0),
     # the pixel-space solvers, on the bundled pixel prior, around their papers' values (DPS's
     # zeta 0.3-1, DDS's gamma 1, DiffPIR's lambda 7 and zeta 0.3-1)
-    ("dps", "step_size"): (0.03, 0.1, 0.3, 1.0, 3.0),
+    ("dps", "step_size"): (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
     ("dds", "gamma"): (0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
     ("diffpir", "lmbda"): (1.0, 3.0, 7.0, 20.0, 50.0),
     ("diffpir", "zeta"): (0.1, 0.3, 0.5, 0.8, 1.0),

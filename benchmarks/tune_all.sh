@@ -4,13 +4,15 @@
 # and task. Results accumulate in benchmarks/results/tuning.{json,md}; an interrupted run
 # resumes (entries already there are skipped; TUNE_ARGS=--redo recomputes them).
 #
-#   bash benchmarks/tune_all.sh [all|classic|latent|latent-a|latent-b|box]
+#   bash benchmarks/tune_all.sh [all|classic|latent|latent-a|latent-b|pixel|box]
 #
 # classic: the ADMM baselines (they do not use the diffusion prior: no need to redo them when
 # the prior changes). latent: every search on the diffusion prior; latent-a and latent-b split
 # it into two chains that may run at once, one per core (each chain keeps its own order; the
 # results file is locked), e.g. `taskset -c 0 bash benchmarks/tune_all.sh latent-a &
 # taskset -c 1 bash benchmarks/tune_all.sh latent-b`.
+# pixel: DPS, DDS and DiffPIR on the bundled pixel prior, at the 100 steps of their benchmark
+# rows (about 0.8 h of one core; in `all`).
 # box: LDPS against TV-ADMM on the inpaint-box task at the paper's 1000 DDIM steps (a diagnostic
 # of the prior's box-inpainting bar, behind no preset; about 35 min of one core; not in `all`).
 # Cost (the sum of the `seconds` of the entries): classic about 0.4 h, latent about 2 h of one
@@ -46,6 +48,18 @@ latent_b() {
   $T --solvers p2l --params step_size --tasks inpaint-freeform --n 10
 }
 
+# the pixel-space solvers at their rows' 100 steps; DiffPIR's lambda before its zeta. DPS's step
+# on SR first over the whole grid; the other tasks from 0.3 up (smaller steps lost on SR)
+pixel() {
+  local P="$T --steps 100 --n 10 --tasks sr4-avg gauss-deblur motion-deblur inpaint-freeform"
+  $T --solvers dps --params step_size --tasks sr4-avg --steps 100 --n 10
+  $T --solvers dps --params step_size --tasks gauss-deblur motion-deblur inpaint-freeform --steps 100 --n 10 \
+     --grid 0.3 1 3 10 30
+  $P --solvers dds --params gamma
+  $P --solvers diffpir --params lmbda
+  $P --solvers diffpir --params zeta
+}
+
 # the box-inpainting bar at the paper's number of steps (see docs/benchmarks.rst)
 box() {
   $T --solvers ldps --params step_size --tasks inpaint-box --steps 1000 --n 10 --grid 0.05 0.1 0.2
@@ -53,11 +67,12 @@ box() {
 }
 
 case "$PART" in
-  all) classic; latent_b; latent_a ;;
+  all) classic; latent_b; latent_a; pixel ;;
   classic) classic ;;
   latent) latent_b; latent_a ;;
   latent-a) latent_a ;;
   latent-b) latent_b ;;
+  pixel) pixel ;;
   box) box ;;
-  *) echo "usage: tune_all.sh [all|classic|latent|latent-a|latent-b|box]" >&2; exit 2 ;;
+  *) echo "usage: tune_all.sh [all|classic|latent|latent-a|latent-b|pixel|box]" >&2; exit 2 ;;
 esac

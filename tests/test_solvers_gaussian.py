@@ -442,14 +442,15 @@ def test_presets():
     assert LDIRConfig.for_task(Task.SR).step_size == 0.05
     # the bundled prior's column: the ImageNet preset with the searched values on top
     from diffprior.solvers.tuned import TUNED
-    from diffprior.solvers import PnPADMMConfig, TVADMMConfig
+    from diffprior.solvers import DDSConfig, DiffPIRConfig, DPSConfig, PnPADMMConfig, TVADMMConfig
 
     for (solver, task), values in TUNED.items():
         if solver == "LDPS+PT":  # LDPS with prompt tuning: its own preset
             cfg = LDPSConfig.with_prompt_tuning(task)
         else:
             cfg = {"LDPS": LDPSConfig, "P2L": P2LConfig, "LDIR": LDIRConfig, "GMLDPS": GMLDPSConfig, "PSLD": PSLDConfig,
-                   "TVADMM": TVADMMConfig, "PnPADMM": PnPADMMConfig}[solver].for_task(task, Dataset.CIFAR10)
+                   "TVADMM": TVADMMConfig, "PnPADMM": PnPADMMConfig, "DPS": DPSConfig, "DDS": DDSConfig,
+                   "DiffPIR": DiffPIRConfig}[solver].for_task(task, Dataset.CIFAR10)
         for k, v in values.items():
             assert _flat_get(cfg, k) == v
     assert LDPSConfig.for_task(Task.INPAINT, Dataset.CIFAR10, eta=0.2).eta == 0.2

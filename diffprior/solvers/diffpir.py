@@ -6,9 +6,10 @@ proximal data problem whose weight follows the noise level
 projection and DDS), and re-noises the corrected estimate with a share :math:`\zeta` of fresh
 noise (:class:`~diffprior.solvers.samplers.ReNoiseStep`). No gradient through the network.
 
-Presets (:meth:`DiffPIRConfig.for_task`): the reference implementation's per-task scripts,
-the same for every preset table; no value has been searched for the bundled pixel prior,
-which is not trained yet (**provisional**):
+Presets (:meth:`DiffPIRConfig.for_task`): the reference implementation's per-task scripts
+for ``Dataset.FFHQ`` and ``Dataset.IMAGENET``; for ``Dataset.CIFAR10`` (the bundled pixel
+prior) :math:`\lambda` and :math:`\zeta` come from a validation search at 100 steps that starts
+from them (:mod:`~diffprior.solvers.tuned`). The reference values:
 
 ==========================  ===============  ===============  =====================================
 task                        :math:`\lambda`  :math:`\zeta`    source
@@ -75,7 +76,7 @@ class DiffPIRConfig(SolverConfig):
 
     @classmethod
     def _paper_preset(cls, task: Task, dataset: Dataset) -> "DiffPIRConfig":
-        """The reference implementation's :math:`(\\lambda, \\zeta)` for ``task`` (provisional)."""
+        """The reference implementation's :math:`(\\lambda, \\zeta)` for ``task``."""
         lmbda, zeta = PAPER[task]
         return cls(lmbda=lmbda, zeta=zeta)
 

@@ -5,9 +5,11 @@ the affine map :math:`\mathcal{D}(z) = (z + 1)/2`: the same core, strategies and
 configuration, with DPS's own defaults (DDPM ancestral sampling, 1000 steps, the reference
 implementation's step sizes) and a check that the prior is a pixel-space one.
 
-Presets (:meth:`DPSConfig.for_task`), the step :math:`\zeta` of the reference
-implementation's configuration files, the same for every preset table (no value has been
-searched for the bundled pixel prior yet, which is not trained: **provisional**):
+Presets (:meth:`DPSConfig.for_task`): for ``Dataset.FFHQ`` and ``Dataset.IMAGENET`` the step
+:math:`\zeta` of the reference implementation's configuration files; for
+``Dataset.CIFAR10`` (the bundled pixel prior) the values of a validation search at 100 steps
+(:mod:`~diffprior.solvers.tuned`: 3 for SR, motion deblurring and inpainting, 1 for Gaussian
+deblurring). The reference values:
 
 ==========================  =================
 task                        :math:`\zeta`
@@ -54,7 +56,7 @@ class DPSConfig(LDPSConfig):
 
     @classmethod
     def _paper_preset(cls, task: Task, dataset: Dataset) -> "DPSConfig":
-        """The reference implementation's step for ``task`` (any preset table; provisional)."""
+        """The reference implementation's step for ``task``."""
         return cls(step_size=PAPER_STEP[task])
 
 
