@@ -485,7 +485,9 @@ def summarize(out: Path, steps: int) -> list:
         for k in ("psnr", "ssim", "lpips"):
             v = f(k)[~np.isnan(f(k))]
             row[k], row[k + "_se"] = float(v.mean()) if len(v) else float("nan"), se(v)
-        row["nfe"], row["seconds"], row["peak_rss_mb"] = int(f("nfe")[0]), float(f("seconds").mean()), float(f("peak_rss_mb").max())
+        # a failed sample's record has NaN metrics (its peak memory too): the other samples' peak
+        row["nfe"], row["seconds"] = int(f("nfe")[0]), float(f("seconds").mean())
+        row["peak_rss_mb"] = float(np.nanmax(f("peak_rss_mb"))) if np.isfinite(f("peak_rss_mb")).any() else float("nan")
         row["steps"] = rs[0]["steps"]
         for k in EXTRA:  # only result files have them; NaN for legacy rows
             v = np.array([float(r[k]) for r in rs if k in r])
@@ -565,8 +567,9 @@ def claims_markdown(rows, steps) -> str:
             r = by.get((m, task))
             ours = f"{r['lpips']:.4f} ± {r['lpips_se']:.4f} / {r['psnr']:.2f} dB" if r else "not run"
             fit = f"{_fit(r)} ({r['noise_floor']:.3f})" if r else ""
+            n = (f"{r['n']}" + (f" ({r['failed']} failed: not in the means)" if r.get("failed") else "")) if r else "0"
             lines.append(f"| {task} | {_label(r) if r else m} | {label if theirs else '(not in the paper)'} | {theirs or ''} | {ours} "
-                         f"| {fit} | {r['n'] if r else 0} |")
+                         f"| {fit} | {n} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -846,7 +849,7 @@ def main(argv=None):
             speed_curve(prior, sub, task, sub_problem, out, args.batch, speed_settings(args.steps), now=now)
             plot_speed(out, task, args.steps)
     rows = summarize(out, args.steps)
-    figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "dps", "diffpir", "tv-admm", "p2l") if m in methods])
+    figure(out, val, ys, [m for m in ("ldps", "psld", "ldir", "dps", "dds", "diffpir", "tv-admm", "p2l") if m in methods])
     print((out / "summary.md").read_text())
     print(f"wrote {out}/summary.csv, summary.md, examples.png ({len(rows)} method/task rows)")
 
