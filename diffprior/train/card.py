@@ -255,7 +255,9 @@ def write_pixel_card(prior_dir: str | Path, run_dir: str | Path, commands: dict 
                   f"`samples.png`: {s['count']} unconditional samples, DDIM with {s['ddim_steps']} steps, eta "
                   f"{s['eta']:g}, key {s['seed']} (`diffprior.sampling.sample_unconditional`), 8 per row.", ""]
     lines += ["## Validation figures", "",
-              f"Not yet measured for these weights (`{weights_fingerprint(prior_dir)}`).", ""]
+              f"None measured at export (weights `{weights_fingerprint(prior_dir)}`). Restoration with DPS, DDS and "
+              "DiffPIR on these weights: the pixel rows of `benchmarks/paper_tables.py` "
+              "(`benchmarks/results/paper_tables/claims.md`), whose result files record the fingerprint above.", ""]
     path = prior_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")
     return path
