@@ -173,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--long-n", type=int, default=1000)
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
+    command = "python benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.child:
         m, b, s, d, o = args.child
         child(m, int(b), int(s), int(d), int(o))
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         (out / "throughput.json").write_text(json.dumps(rec, indent=1) + "\n")
         cols = ["1 device", "2 devices", "1 process, 1 core", "2 processes, 1 core each"]
         lines = ["# Samples per second on one machine (bundled prior, sr4-avg, CIFAR-10 validation images)", "",
-                 f"Produced by `python benchmarks/scale.py --part throughput` on {rec['date']} ({rec['cpus']} CPUs), "
+                 f"Produced by `{command}` on {rec['date']} ({rec['cpus']} CPUs), "
                  f"{args.steps} DDIM steps, compilation excluded; 1/5/15-min load average {rec['loadavg_before']} "
                  f"before, {rec['loadavg_after']} after.", "",
                  "| method | batch | " + " | ".join(cols) + " | 2 devices / 1 device | 2 processes / 1 process |",
@@ -204,7 +205,7 @@ def main(argv=None) -> int:
         rec = dict(stamp, **long_run(args.long_n, 25), loadavg_after=[round(v, 2) for v in os.getloadavg()])
         (out / "long.json").write_text(json.dumps(rec, indent=1) + "\n")
         lines = [f"# A {rec['n']}-problem `diffprior solve` (LDPS, {rec['steps']} steps, batch 8)", "",
-                 f"Produced by `python benchmarks/scale.py --part long` on {rec['date']}; load average "
+                 f"Produced by `{command}` on {rec['date']}; load average "
                  f"{rec['loadavg_before']} before, {rec['loadavg_after']} after.", "",
                  "| | second tenth | last tenth |", "|---|---|---|",
                  f"| seconds per sample | {rec['seconds_per_sample_second_tenth']:.3f} | "
