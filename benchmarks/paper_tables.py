@@ -486,8 +486,8 @@ def summarize(out: Path, steps: int) -> list:
             v = f(k)[~np.isnan(f(k))]
             row[k], row[k + "_se"] = float(v.mean()) if len(v) else float("nan"), se(v)
         # a failed sample's record has NaN metrics (its peak memory too): the other samples' peak
-        row["nfe"], row["seconds"] = int(f("nfe")[0]), float(f("seconds").mean())
-        row["peak_rss_mb"] = float(np.nanmax(f("peak_rss_mb"))) if np.isfinite(f("peak_rss_mb")).any() else float("nan")
+        row["nfe"], row["seconds"], rss = int(f("nfe")[0]), float(f("seconds").mean()), f("peak_rss_mb")
+        row["peak_rss_mb"] = float(np.nanmax(rss)) if np.isfinite(rss).any() else float("nan")
         row["steps"] = rs[0]["steps"]
         for k in EXTRA:  # only result files have them; NaN for legacy rows
             v = np.array([float(r[k]) for r in rs if k in r])
