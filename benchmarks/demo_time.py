@@ -3,8 +3,9 @@
 Both demos run here, one after the other, each in a fresh process with an empty compilation cache
 (``DIFFPRIOR_CACHE`` pointing at a new folder), as on a fresh clone: the earlier commit's code is
 taken from ``git archive BASE`` into a temporary folder and imported from there (the script
-checks that it is). The demo's own defaults are used (4 images, 3 tasks, LDPS and P2L, 25 steps,
-``--jobs 3``). With ``--warm`` each demo runs a second time on its now filled cache.
+checks that it is). Each demo's own defaults are used (4 images, 3 tasks, LDPS and P2L, 25 steps;
+at b57c7d7 three tasks at a time, six programs; now the two solvers at a time, one program each
+for all three tasks). With ``--warm`` each demo runs a second time on its now filled cache.
 
 Writes ``benchmarks/results/demo_time.{json,md}``: wall seconds of each run, their ratio, the
 load average before and after, and the quality table (PSNR / SSIM / LPIPS per task and solver)

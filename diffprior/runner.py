@@ -16,6 +16,12 @@ sample is solved the same way wherever it is solved:
   when the problem has ground truth, wall time, per-step history), so an interrupted run
   loses nothing appended.
 
+:func:`solve_together` solves the samples of several problems (tasks) in one batch of one
+diffusion solver, each problem with its own configuration and result file: an
+:class:`operators.Select` measures each sample by its problem's operator, and the solver's
+per-sample configurations (:mod:`diffprior.solvers.mixing`) give each sample its own
+preset, so that one compiled program serves every task (``diffprior demo`` runs this way).
+
 :func:`solver_config` turns a solver name, a preset choice and ``--set`` style overrides
 into the configuration dataclass, and :func:`run_settings` records what a result file must
 agree on to be resumed.
@@ -29,7 +35,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["BatchReport", "solver_config", "problem_operator", "solve_problem", "sample_history"]
+__all__ = ["BatchReport", "solver_config", "problem_operator", "solve_problem", "solve_together", "sample_history"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,24 +198,133 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         except SolverFailure as e:
             x, status = e.x, np.asarray(e.status)
         x = np.asarray(x, np.float32)
-        hist = solver.history()
         dt = (time.perf_counter() - t0) / idx.size
-        mets: Dict[str, np.ndarray] = {"residual": measurement_residual(A_b, y, x)}
+        extra = None
         if solver_metrics is not None:
-            mets.update({k: np.asarray(v, np.float64) for k, v in solver_metrics(solver, run_idx).items()})
-        if gt is not None:
-            ok = np.all(np.isfinite(x.reshape(B, -1)), axis=1)
-            mets.update({k: np.where(ok, np.asarray(v, np.float64), np.nan)
-                         for k, v in (metrics or image_metrics)(np.where(ok[:, None, None, None], x, 0.0), gt[run_idx]).items()})
-        bad = []
-        for j, n in enumerate(idx):
-            writer.append(int(n), x[j], metrics={k: v[j] for k, v in mets.items()},
-                          history=sample_history(hist, j), wall_time=dt)
-            appended += 1
-            if status[j]:
-                bad.append(int(n))
+            extra = {k: np.asarray(v, np.float64) for k, v in solver_metrics(solver, run_idx).items()}
+        bad, mets = _append(writer, problem, A_b, y, x, status, solver.history(), np.arange(B), run_idx, idx.size,
+                            dt, metrics, extra)
+        appended += idx.size
         failed.extend(bad)
         if on_batch is not None:
             on_batch(BatchReport(indices=idx, seconds=dt * idx.size, compile_seconds=compile_s, failed=tuple(bad),
-                                 metrics={k: v[:idx.size] for k, v in mets.items()}))
+                                 metrics=mets))
     return {"appended": appended, "failed": failed, "seconds": time.perf_counter() - t_start}
+
+
+def _append(writer, problem, A_b, y, x, status, hist, rows, run_idx, count: int, dt: float, metrics, extra=None):
+    """Append the first ``count`` of the batch rows ``rows`` (samples ``run_idx`` of ``problem``,
+    measured by ``A_b`` as ``y``, restored as ``x``; ``status``, ``hist``: the whole batch's) to
+    ``writer`` with their metrics; return the failed sample indices and the appended metrics."""
+    from .metrics import image_metrics, measurement_residual
+
+    xs = x[rows]
+    mets: Dict[str, np.ndarray] = {"residual": measurement_residual(A_b, y, xs)}
+    if extra is not None:
+        mets.update(extra)
+    if problem.ground_truth is not None:
+        ok = np.all(np.isfinite(xs.reshape(len(rows), -1)), axis=1)
+        scores = (metrics or image_metrics)(np.where(ok[:, None, None, None], xs, 0.0), problem.ground_truth[run_idx])
+        mets.update({k: np.where(ok, np.asarray(v, np.float64), np.nan) for k, v in scores.items()})
+    bad = []
+    for j in range(count):
+        writer.append(int(run_idx[j]), xs[j], metrics={k: v[j] for k, v in mets.items()},
+                      history=sample_history(hist, int(rows[j])), wall_time=dt)
+        if status[rows[j]]:
+            bad.append(int(run_idx[j]))
+    return bad, {k: v[:count] for k, v in mets.items()}
+
+
+def solve_together(jobs, solver_cls: type, *, prior, num_steps: int = 1000, seed: int = 0, batch: int | None = None,
+                   metrics: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]] | None = None,
+                   on_batch: Callable[[BatchReport], None] | None = None,
+                   on_chunk: Callable[[Any], None] | None = None, on_lowered: Callable[[], None] | None = None,
+                   devices=None) -> Dict[str, Any]:
+    """Solve the pending samples of several problems together, one diffusion solver, one program.
+
+    Each job is ``(problem, config, writer)``. The samples every writer still lacks are
+    stacked into batches of ``batch`` (default: all in one), each sample measured by its own
+    problem's operator (:class:`operators.Select`; measurements flattened and zero-padded)
+    and solved with its own problem's configuration (one configuration per sample,
+    :mod:`diffprior.solvers.mixing`). Sample ``n`` of a problem uses the key
+    ``fold_in(PRNGKey(seed), n)``, as in :func:`solve_problem`, so each result equals
+    solving that problem alone (to floating-point tolerance); it is appended to its
+    problem's writer with the same metrics and history. ``on_lowered()`` is called once the
+    first batch's program is traced, before XLA compiles it (:meth:`Solver.compile`).
+
+    Returns:
+        ``{"appended": int, "failed": [(job, index)], "seconds": float}``.
+
+    Raises:
+        ValueError: problems with different image shapes, or ``batch < 1``.
+        diffprior.solvers.MixedConfigError: configurations that cannot share a program.
+    """
+    import jax
+
+    from operators import Select
+
+    from .solvers import SolverFailure, sample_keys
+
+    if not solver_cls.uses_prior:
+        raise ValueError(f"{solver_cls.__name__} is not a diffusion solver: solve its problems with solve_problem")
+    shapes = {_image_shape(p) for p, _, _ in jobs}
+    if len(shapes) != 1:
+        raise ValueError(f"problems solved together need one image shape, got {sorted(shapes)}")
+    image_shape = shapes.pop()
+    ops = [problem_operator(p) for p, _, _ in jobs]
+    rows = [(j, int(n)) for j, (_, _, w) in enumerate(jobs) for n in w.pending_indices()]
+    if batch is not None and int(batch) < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if not rows:
+        return {"appended": 0, "failed": [], "seconds": 0.0}
+    B = len(rows) if batch is None else int(batch)
+    if devices is not None:
+        from .solvers.sharding import replicate
+
+        prior = replicate(prior, devices)
+    width = max(int(np.prod(p.measurement.shape[1:])) for p, _, _ in jobs)
+    root = jax.random.PRNGKey(int(seed))
+    t_start = time.perf_counter()
+    appended, failed = 0, []
+    for b0 in range(0, len(rows), B):
+        real = rows[b0:b0 + B]
+        chunk = real + [real[-1]] * (B - len(real))  # padded with copies of the last sample, as solve_problem
+        job = np.array([j for j, _ in chunk])
+        idx = np.array([n for _, n in chunk])
+        # each problem's operator on the whole batch: its own samples where they are, sample 0 elsewhere
+        parts = [A.take(np.where(job == j, idx, 0)) if len(A.input_shape) == 4 else A for j, A in enumerate(ops)]
+        S = Select((B, *image_shape), parts, job)
+        y = np.zeros((B, width), np.float32)
+        for r, (j, n) in enumerate(chunk):
+            m = jobs[j][0].measurement[n].reshape(-1)
+            y[r, :m.size] = m
+        solver = solver_cls(y=y, A=S, prior=prior, key=sample_keys(root, idx), num_steps=int(num_steps),
+                            config=[jobs[j][1] for j in job], progress=False, devices=devices)
+        compile_s = solver.compile(on_lowered if b0 == 0 else None)
+        t0 = time.perf_counter()
+        try:
+            x, status = solver.solve(callback=on_chunk), np.zeros(B, np.int32)
+        except SolverFailure as e:
+            x, status = e.x, np.asarray(e.status)
+        x = np.asarray(x, np.float32)
+        dt = (time.perf_counter() - t0) / len(real)
+        hist = solver.history()
+        batch_bad = []
+        for j, (problem, _, writer) in enumerate(jobs):
+            mine = np.flatnonzero(job[:len(real)] == j)
+            if mine.size:
+                A_j = ops[j].take(idx[mine]) if len(ops[j].input_shape) == 4 else ops[j]
+                bad, _ = _append(writer, problem, A_j, problem.measurement[idx[mine]], x, status, hist, mine,
+                                 idx[mine], mine.size, dt, metrics)
+                batch_bad.extend((j, n) for n in bad)
+        appended += len(real)
+        failed.extend(batch_bad)
+        if on_batch is not None:  # indices: each sample's index in its own problem
+            on_batch(BatchReport(indices=idx[:len(real)], seconds=dt * len(real), compile_seconds=compile_s,
+                                 failed=tuple(n for _, n in batch_bad)))
+    return {"appended": appended, "failed": failed, "seconds": time.perf_counter() - t_start}
+
+
+def _image_shape(problem) -> tuple:
+    """``(H, W, C)`` of the problem's images (from its operator's input shape)."""
+    return tuple(int(s) for s in np.asarray(problem.operator["input_shape"]).ravel()[-3:])

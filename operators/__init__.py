@@ -4,7 +4,8 @@ Images are float32, channel-last ``(H, W, C)`` or ``(N, H, W, C)``, with values 
 ``[0, 1]``; noise levels are in the same units. Adjoints are exact (derived by
 :func:`jax.linear_transpose`, or scico's matched X-ray back projector).
 
-Operators: :class:`Downsample`, :class:`Blur`, :class:`Inpaint`, :class:`CT`.
+Operators: :class:`Downsample`, :class:`Blur`, :class:`Inpaint`, :class:`CT`; :class:`Select`
+measures each sample of a batch by an operator of its own choice (several tasks in one batch).
 Generators: :func:`gaussian_kernel`, :func:`motion_kernel`, :func:`load_kernel`,
 :func:`random_mask`, :func:`box_mask`, :func:`freeform_mask`.
 Noise: :func:`add_noise`, :func:`simulate`. Serialisation: :func:`describe`,
@@ -22,6 +23,7 @@ from .inpaint import Inpaint, check_mask
 from .kernels import gaussian_kernel, load_kernel, motion_kernel, normalize_kernel
 from .masks import box_mask, freeform_mask, hole_fraction, random_mask
 from .noise import add_noise, simulate
+from .select import Select
 
 __all__ = [
     "ImageOperator",
@@ -31,6 +33,7 @@ __all__ = [
     "BlurBoundary",
     "Inpaint",
     "CT",
+    "Select",
     "check_kernel",
     "check_mask",
     "gaussian_kernel",

@@ -4,7 +4,10 @@ The images shipped in ``diffprior/assets/demo`` (files ``4950.jpg`` of several c
 the project's validation split, never trained on) are degraded by three task presets of
 :mod:`diffprior.tasks` (4x super-resolution, motion blur, free-form inpainting; one kernel or
 mask per image) at sigma = 0.005 and restored by LDPS and P2L with the same keys and number of
-steps, through the same files and runner as ``diffprior simulate`` and ``diffprior solve``:
+steps. Each solver restores all the tasks in one batch of one compiled program (each image
+measured by its own task's operator and solved with its own task's preset,
+:func:`diffprior.runner.solve_together`), writing the same files as ``diffprior simulate``
+and ``diffprior solve``:
 ``OUT/<task>/problems.h5`` (a problem file), ``OUT/<task>/ldps.h5`` and ``OUT/<task>/p2l.h5``
 (result files with PSNR, SSIM and LPIPS per image; ``diffprior report`` reads them), and
 ``OUT/demo.png`` (rows: measurement | LDPS | P2L | ground truth), with a PSNR/SSIM/LPIPS
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import threading
 import time
 from pathlib import Path
 
@@ -50,9 +54,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=0.005, help="measurement noise in [0, 1] units (default 0.005)")
     p.add_argument("--seed", type=int, default=0, help="seed of operators, noise and samplers (default 0)")
     p.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=True, help="compute LPIPS (default on)")
-    p.add_argument("--jobs", type=int, default=3, metavar="J",
-                   help="tasks restored concurrently (overlaps one task's compilation with another's "
-                        "computation; default 3)")
+    p.add_argument("--jobs", type=int, default=2, metavar="J",
+                   help="solvers run concurrently (each solves every task in one batch of one compiled "
+                        "program; 2 overlaps LDPS's compilation with P2L's; default 2)")
     p.set_defaults(func=run)
     return p
 
@@ -70,6 +74,7 @@ def _problem(task_name: str, ti: int, x, names, args, folder: Path):
     from ..tasks import TASKS
     from .simulate import sample_seed, simulate_measurements
 
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "problems.h5"
     task = TASKS[task_name]
     A = task.build_batch(x.shape[1:], jax.random.fold_in(jax.random.PRNGKey(args.seed), 100 + ti), len(x))
@@ -84,61 +89,67 @@ def _problem(task_name: str, ti: int, x, names, args, folder: Path):
     return read_problem(path)
 
 
-def _restore(task_name, ti, x, names, prior, args, bar, out: Path, times: list):
-    """Write one task's problem file and restore it with LDPS and P2L (runs in a worker thread);
-    append ``(compile seconds, solve seconds)`` of each batch to ``times``."""
+def _restore(sname: str, tasks: list, problems: list, prior, args, bar, out: Path, times: list, start=None,
+             lowered=None) -> dict:
+    """Restore every task's problem with one solver, all tasks in one batch of one compiled
+    program (:func:`diffprior.runner.solve_together`: each sample measured by its task's
+    operator, solved with its task's preset); runs in a worker thread. Returns ``{task: result
+    path}`` and appends ``(compile seconds, solve seconds)`` of each batch to ``times``. With
+    ``start`` (an event) it waits for it before tracing its program; it sets ``lowered`` (an
+    event) once its own program is traced, or when it ends."""
     from .. import bundled_path
     from ..io import IncompatibleResultError, ResultWriter, WriteMode
     from ..metrics import image_metrics
     from ..priors import preset_table
-    from ..runner import solve_problem, solver_config
+    from ..runner import solve_together, solver_config
     from ..solvers import SOLVERS
     from ..tasks import TASKS
 
     from .solve import _digest, prior_fingerprint
 
-    folder = out / task_name
-    folder.mkdir(parents=True, exist_ok=True)
+    cls = SOLVERS[sname]
     prior_path = Path(args.prior) if args.prior else bundled_path()
     prior_info = {"name": prior.metadata.name, "fingerprint": prior_fingerprint(prior_path)}
-    problem = _problem(task_name, ti, x, names, args, folder)
-    digest = _digest(problem.measurement)
-    task = TASKS[task_name]
-    results = {}
-    for sname in SOLVER_NAMES:
-        cls = SOLVERS[sname]
-        cfg = solver_config(cls, task.solver_task, preset_table(prior))
-        hyper = {"config": cfg.to_json(), "num_steps": args.steps, "preset": task.solver_task,
-                 "prior": prior_info, "lpips": bool(args.lpips), "problem_digest": digest}
-        path = folder / f"{sname}.h5"
-        kw = dict(seed=args.seed, problem=str(folder / "problems.h5"))
-        try:  # a rerun keeps finished restorations; one with other settings starts the file afresh
-            writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, mode=WriteMode.RESUME, **kw)
-        except IncompatibleResultError:
-            writer = ResultWriter(path, problem.n_samples, x.shape[1:], cls.__name__, hyper, mode=WriteMode.OVERWRITE,
-                                  **kw)
+    jobs, paths = [], {}
+    try:
+        for task_name, problem in zip(tasks, problems):
+            folder = out / task_name
+            task = TASKS[task_name]
+            cfg = solver_config(cls, task.solver_task, preset_table(prior))
+            hyper = {"config": cfg.to_json(), "num_steps": args.steps, "preset": task.solver_task,
+                     "prior": prior_info, "lpips": bool(args.lpips), "problem_digest": _digest(problem.measurement)}
+            path = paths[task_name] = folder / f"{sname}.h5"
+            kw = dict(seed=args.seed, problem=str(folder / "problems.h5"))
+            shape = problem.ground_truth.shape[1:]
+            try:  # a rerun keeps finished restorations; one with other settings starts the file afresh
+                writer = ResultWriter(path, problem.n_samples, shape, cls.__name__, hyper, mode=WriteMode.RESUME, **kw)
+            except IncompatibleResultError:
+                writer = ResultWriter(path, problem.n_samples, shape, cls.__name__, hyper, mode=WriteMode.OVERWRITE,
+                                      **kw)
+            jobs.append((problem, cfg, writer))
         last = [0]
 
-        def tick(s, last=last):
+        def tick(s):
             bar.update(s.step_index - last[0])
             last[0] = s.step_index
 
-        def batch_done(report, last=last):
+        def batch_done(report):
             last[0] = 0
             times.append((report.compile_seconds, report.seconds))
 
-        try:
-            pending = writer.pending_indices()
-            if pending.size == 0:
-                bar.update(args.steps)  # restored by an earlier run
-            solve_problem(problem, cls, cfg, writer, prior=prior, num_steps=args.steps, seed=args.seed,
-                          indices=pending, batch=problem.n_samples,
-                          metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick,
-                          on_batch=batch_done)
-        finally:
-            writer.close()
-        results[cls.__name__] = path
-    return problem, results
+        if not any(w.pending_indices().size for _, _, w in jobs):
+            bar.update(args.steps)  # restored by an earlier run
+        if start is not None:
+            start.wait()
+        solve_together(jobs, cls, prior=prior, num_steps=args.steps, seed=args.seed,
+                       metrics=functools.partial(image_metrics, lpips=args.lpips), on_chunk=tick, on_batch=batch_done,
+                       on_lowered=None if lowered is None else lowered.set)
+    finally:
+        if lowered is not None:  # also when nothing was left to solve, or on an error: never leave the other waiting
+            lowered.set()
+        for _, _, w in jobs:
+            w.close()
+    return paths
 
 
 def run(args) -> None:
@@ -158,33 +169,43 @@ def run(args) -> None:
     if args.jobs < 1:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     t_start = time.time()
-    prior = load(args.prior)
     x, names = demo_images(args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"restoring {len(x)} images x {len(args.tasks)} tasks ({', '.join(args.tasks)}) with LDPS and P2L, "
           f"{args.steps} DDIM steps each; compiling takes the first minute or two", flush=True)
-    bar = tqdm(total=len(SOLVER_NAMES) * len(args.tasks) * args.steps, desc="demo", unit="step")
+    # loading the prior and simulating the problems overlap (each is mostly small compilations)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(args.tasks)) as pool:
+        loading = pool.submit(load, args.prior)
+        problems = list(pool.map(lambda a: _problem(a[1], a[0], x, names, args, out / a[1]), enumerate(args.tasks)))
+        prior = loading.result()
+    bar = tqdm(total=len(SOLVER_NAMES) * args.steps, desc="demo", unit="step")
     times: list = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(args.jobs, len(args.tasks))) as pool:
-        futures = [pool.submit(_restore, tname, ti, x, names, prior, args, bar, out, times)
-                   for ti, tname in enumerate(args.tasks)]
-        done = [f.result() for f in futures]
+    # P2L, the longer, goes first; LDPS starts tracing once P2L's program is traced (tracing holds
+    # the interpreter lock, XLA's compilation does not), so that the two overlap without contending
+    lowered = threading.Event()
+    order = {"p2l": (None, lowered), "ldps": (lowered, None)} if args.jobs > 1 else {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(args.jobs, len(SOLVER_NAMES))) as pool:
+        futures = {sname: pool.submit(_restore, sname, args.tasks, problems, prior, args, bar, out, times,
+                                      *order.get(sname, (None, None)))
+                   for sname in ("p2l", "ldps")}
+        paths = {sname: f.result() for sname, f in futures.items()}
     bar.close()
     rows, table = [], []
-    for tname, (problem, results) in zip(args.tasks, done):
+    for tname, problem in zip(args.tasks, problems):
         recs = {}
-        for sname, path in results.items():
-            res = read_result(path)
+        for sname in SOLVER_NAMES:
+            res = read_result(paths[sname][tname])
             recs[sname] = res.reconstruction
             scores = {k: float(np.nanmean(v)) for k, v in res.metrics.items() if k in ("psnr", "ssim", "lpips")}
-            table.append((tname, sname, scores, float(np.nansum(res.wall_time))))
-        rows.append((tname, _display(problem.measurement, x.shape), recs["LDPS"], recs["P2L"], x))
+            table.append((tname, res.solver, scores, float(np.nansum(res.wall_time))))
+        rows.append((tname, _display(problem.measurement, x.shape), recs["ldps"], recs["p2l"], x))
     _figure(rows, out / "demo.png")
     print(_format(table))
     if times:
         print(f"compiling: {sum(c for c, _ in times):.0f} s, solving: {sum(s for _, s in times):.0f} s "
-              f"(summed over the {len(times)} solver programs run; with --jobs > 1 they overlap in time)")
+              f"(summed over the {len(times)} solver programs run, one per solver for all tasks; with --jobs > 1 "
+              "they overlap in time)")
     print(f"wrote {', '.join(str(out / t) + '/' for t in args.tasks)} (problems.h5, ldps.h5, p2l.h5) and "
           f"{out / 'demo.png'} in {time.time() - t_start:.0f} s")
 

@@ -8,7 +8,8 @@ iteration table, progress bar, ``save_state``/``load_state``) over one pure core
 (:mod:`diffprior.solvers.core`: ``init``/``step`` on NamedTuples, run under ``jax.jit`` with
 ``lax.scan``). Data-consistency variants and reverse steps are strategy objects
 (:mod:`diffprior.solvers.consistency`, :mod:`diffprior.solvers.prompt`,
-:mod:`diffprior.solvers.samplers`).
+:mod:`diffprior.solvers.samplers`). A batch may mix configurations that differ only in numbers,
+one compiled program for all (:mod:`diffprior.solvers.mixing`).
 """
 
 from .base import SamplerConfig, Solver, SolverFailure, sample_keys
@@ -16,7 +17,7 @@ from .classic import ADMMConfig
 from .config import ConfigError, SolverConfig
 from .common import RESIDUAL_SCALE, Dataset, LatentPrior, Loss, PriorMismatchError, Status, Task
 from .consistency import (AdamHistory, FixedPointRegularizer, GluingProjection, GluingRegularizer, GradientDescent,
-                          NoiseLevelProjection, ProximalProjection)
+                          NoiseLevelProjection, ProximalProjection, SelectUpdate)
 from .core import State, StepStats
 from .dds import DDS, DDSConfig
 from .diffpir import DiffPIR, DiffPIRConfig
@@ -24,6 +25,7 @@ from .dps import DPS, DPSConfig
 from .gmldps import GMLDPS, GMLDPSConfig
 from .ldir import LDIR, LDIRConfig
 from .ldps import LDPS, LDPSConfig
+from .mixing import PER_SAMPLE_SETTINGS, MixedConfigError
 from .p2l import P2L, P2LConfig
 from .prompt import PromptTuning
 from .pnp_admm import PnPADMM, PnPADMMConfig
@@ -40,4 +42,5 @@ __all__ = [
     "PromptTuning", "GradientDescent", "AdamHistory", "ProximalProjection", "GluingProjection",
     "FixedPointRegularizer", "GluingRegularizer", "NoiseLevelProjection", "DDIMStep", "ReNoiseStep", "State",
     "StepStats", "Task", "Dataset", "Loss", "Status", "LatentPrior", "PriorMismatchError", "RESIDUAL_SCALE",
+    "SelectUpdate", "MixedConfigError", "PER_SAMPLE_SETTINGS",
 ]

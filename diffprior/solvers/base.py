@@ -32,6 +32,7 @@ from ..schedule import ddim_timesteps
 from .common import Loss, Status, Task, check_prior, check_prior_kind, make_forward, per_sample, residual
 from .config import SolverConfig
 from .core import Data, Plan, State, StepStats, decode_images, init_state, run_chunk
+from .mixing import Mix, merge
 from .itstat import IterationTable
 from .samplers import DDIMStep
 from .sharding import BatchSharding, padded_indices, resolve_devices
@@ -129,7 +130,10 @@ class Solver:
         num_steps: reverse steps (default: the algorithm's, :attr:`default_num_steps`: 1000 as
             in the papers of the latent solvers and DPS, 50 for DDS, 100 for DiffPIR).
         config: the algorithm's configuration dataclass, or a
-            :class:`~diffprior.solvers.common.Task` for its preset; default: the class's.
+            :class:`~diffprior.solvers.common.Task` for its preset; default: the class's. Or
+            one of those per sample (a list of N): samples whose settings differ only in
+            numbers (:data:`~diffprior.solvers.mixing.PER_SAMPLE_SETTINGS`) share one compiled
+            program, each following its own configuration (:mod:`~diffprior.solvers.mixing`).
         prompt: initial text prompt (a string, one string per sample, or an embedding array
             ``(1 or N, L, D)``); default: the algorithm's.
         image_shape: ``(H, W, C)`` when ``A`` has no ``input_shape``.
@@ -181,9 +185,19 @@ class Solver:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if not divergence_threshold > 0:
             raise ValueError(f"divergence_threshold must be > 0, got {divergence_threshold}")
-        config = self._resolve_config(config)
-        self.check_prior_kind(prior, config)
+        configs = None
+        if isinstance(config, (list, tuple)):
+            configs = [self._resolve_config(c) for c in config]
+            distinct = list(dict.fromkeys(configs))
+            config = distinct[0] if len(distinct) == 1 else tuple(configs)
+        else:
+            config = self._resolve_config(config)
+            distinct = [config]
+        for c in distinct:
+            self.check_prior_kind(prior, c)
         fwd, y, n = make_forward(A, y, image_shape)
+        if configs is not None and len(configs) != n:
+            raise ValueError(f"got {len(configs)} configurations for {n} samples (one per sample, or a single one)")
         if batched_key and key.shape[0] != n:
             raise ValueError(f"got {key.shape[0]} per-sample keys for {n} samples")
         self.devices = resolve_devices(devices)
@@ -198,29 +212,28 @@ class Solver:
         self.image_shape = fwd.image_shape
         latent_shape = self._latent_shape(prior, fwd.image_shape)
 
-        parts = self._components(config)
-        # a regulariser of weight 0 is no term at all: left out, so that e.g. GML-DPS or PSLD at
-        # gamma = 0 runs LDPS's program (same result, bit for bit, at LDPS's cost)
-        parts["regularizers"] = tuple(r for r in parts.get("regularizers", ())
-                                      if not np.all(np.asarray(getattr(r, "weight", 1.0)) == 0))
+        step_size = np.stack([np.asarray(per_sample(getattr(c, "step_size", 0.0), n, "step_size")) for c in distinct])
+        if len(distinct) == 1:
+            parts, mix, step_size = self._plan_parts(distinct[0]), None, step_size[0]
+        else:
+            group = np.array([distinct.index(c) for c in configs])
+            step_size = step_size[group, np.arange(n)]
+            parts, mix = merge(name, [self._plan_parts(c) for c in distinct], group, step_size)
+            mix = Mix(*(None if a is None else a[run] for a in mix))
         needs = [p for p in (*parts.get("regularizers", ()), parts.get("projection")) if p is not None
                  and getattr(p, "needs_adjoint", False)]
         if needs and not fwd.linear:
             raise TypeError(f"{name}: {type(needs[0]).__name__} needs the adjoint A.adj, so A must be a "
                             f"scico.linop.LinearOperator; got {type(A).__name__}. Non-linear operators work "
                             "with the gradient steps only (LDPS, LDIR, GMLDPS, DPS, or P2L with projection=None).")
-        if "sampler" not in parts:
-            parts["sampler"] = DDIMStep(eta=float(config.eta))
-        # solvers without a guidance step (update None: DDS, DiffPIR) have no step_size or loss
-        self.plan = Plan(latent_shape=latent_shape, loss=getattr(config, "loss", Loss.NORM),
-                         divergence_threshold=float(divergence_threshold), **parts)
+        self.plan = Plan(latent_shape=latent_shape, divergence_threshold=float(divergence_threshold), **parts)
 
         sched = prior.schedule
         ts = ddim_timesteps(self.num_steps, int(sched.alphas_cumprod.shape[0]), int(getattr(sched, "steps_offset", 0)))
         self.data = Data(prior=prior, fwd=fwd, y=y, timesteps=jnp.asarray(ts), prev_timesteps=jnp.asarray(np.append(ts[1:], -1)),
-                         step_size=per_sample(getattr(config, "step_size", 0.0), n, "step_size")[run],
+                         step_size=jnp.asarray(step_size)[run],
                          keys=key[run] if batched_key else sample_keys(key, run),
-                         emb0=self._embedding(prior, prompt, n)[run])
+                         emb0=self._embedding(prior, prompt, n)[run], mix=mix)
         self._run = run
         self.sharding = None
         if self.devices is not None and len(self.devices) > 1:
@@ -287,6 +300,20 @@ class Solver:
         check_prior_kind(cls.__name__, prior, cls._prior_requirements(cls._resolve_config(config)))
 
     # ------------------------------------------------------------------ construction helpers
+    def _plan_parts(self, config) -> dict:
+        """:class:`~diffprior.solvers.core.Plan` keyword arguments of one configuration (all but
+        the shapes and the divergence threshold)."""
+        parts = self._components(config)
+        # a regulariser of weight 0 is no term at all: left out, so that e.g. GML-DPS or PSLD at
+        # gamma = 0 runs LDPS's program (same result, bit for bit, at LDPS's cost)
+        parts["regularizers"] = tuple(r for r in parts.get("regularizers", ())
+                                      if not np.all(np.asarray(getattr(r, "weight", 1.0)) == 0))
+        if "sampler" not in parts:
+            parts["sampler"] = DDIMStep(eta=float(config.eta))
+        # solvers without a guidance step (update None: DDS, DiffPIR) have no step_size or loss
+        parts["loss"] = getattr(config, "loss", Loss.NORM)
+        return parts
+
     @staticmethod
     def _padded_forward(A, fwd, y, image_shape, run):
         """The forward model and measurement of the padded batch ``run`` (sample indices)."""
@@ -360,16 +387,21 @@ class Solver:
         return self._state
 
     # ------------------------------------------------------------------ running
-    def compile(self) -> float:
+    def compile(self, on_lowered: Callable | None = None) -> float:
         """Compile the solver's step chunk ahead of time (no step is run); return the seconds taken.
 
         :meth:`solve` compiles on its first chunk anyway; calling this first separates the
         compilation time from the solving time (as the benchmarks report them). Solvers with
-        the same plan and shapes share one compiled program.
+        the same plan and shapes share one compiled program. ``on_lowered()`` is called between
+        tracing (Python, holding the interpreter lock) and XLA's compilation (which releases it),
+        so that another thread can start its own tracing then.
         """
         t0 = time.perf_counter()
         steps = jnp.zeros((self.chunk_size,), jnp.int32)
-        run_chunk.lower(self.plan, self.data, self.state, steps, jnp.ones((self.chunk_size,), bool)).compile()
+        lowered = run_chunk.lower(self.plan, self.data, self.state, steps, jnp.ones((self.chunk_size,), bool))
+        if on_lowered is not None:
+            on_lowered()
+        lowered.compile()
         return time.perf_counter() - t0
 
     def advance(self, num_steps: int | None = None, callback: Callable | None = None) -> int:
@@ -469,7 +501,8 @@ class Solver:
     # ------------------------------------------------------------------ checkpoints
     def _meta(self) -> dict:
         return {"format": _STATE_FORMAT, "solver": type(self).__name__, "num_steps": self.num_steps,
-                "n": self.n, "config": self.config.to_json()}
+                "n": self.n, "config": ([c.to_json() for c in self.config] if isinstance(self.config, tuple)
+                                        else self.config.to_json())}
 
     def save_state(self, path: str | os.PathLike):
         """Write the state, step index and history to ``path`` (``.npz``, atomically)."""

@@ -73,6 +73,35 @@ class AdamHistory:
         return self._tx().update(g, state)
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectUpdate:
+    """One of several latent updates per sample (a batch mixing configurations, :mod:`~diffprior.solvers.mixing`).
+
+    .. math::
+        d_n = u_{k_n}(g)_n
+
+    Every option's direction is computed from the whole batch's gradient and its state
+    advanced (each is element-wise, so a sample's own option sees exactly what it would see
+    alone); sample :math:`n` takes option :math:`k_n` (``which``, ``(N,)``).
+
+    Attributes:
+        options: the updates, e.g. ``(GradientDescent(), AdamHistory())``.
+    """
+
+    options: tuple
+
+    def init(self, z):
+        return tuple(o.init(z) for o in self.options)
+
+    def direction(self, g, state, which):
+        out, new = g, []
+        for k, (option, s) in enumerate(zip(self.options, state)):
+            d, s = option.direction(g, s)
+            new.append(s)
+            out = jnp.where(bcast(which == k, g), d, out)
+        return out, tuple(new)
+
+
 # ----------------------------------------------------------------------------- regularisers
 @register_component
 @dataclasses.dataclass(frozen=True)
@@ -207,16 +236,19 @@ class ProximalProjection:
             raise ValueError(f"ProximalProjection needs weight > 0, every >= 1, cg_iters >= 1, norm_iters >= 1; "
                              f"got {self}")
 
-    def penalty_weight(self, fwd: Forward, x):
-        """:math:`\\lambda` per sample, shape ``(N,)`` (``x``: images of the batch's shape)."""
+    def penalty_weight(self, fwd: Forward, x, weight=None):
+        """:math:`\\lambda` per sample, shape ``(N,)`` (``x``: images of the batch's shape;
+        ``weight``: per-sample values ``(N,)`` replacing :attr:`weight`)."""
         n = x.shape[0]
+        w = jnp.full((n,), self.weight, x.dtype) if weight is None else jnp.asarray(weight, x.dtype)
         if not self.relative:
-            return jnp.full((n,), self.weight, x.dtype)
-        return self.weight * operator_norm_sq(fwd, x, self.norm_iters)
+            return w
+        return w * operator_norm_sq(fwd, x, self.norm_iters)
 
-    def image(self, fwd: Forward, y, x, abar=None):
-        """Return :math:`\\hat x` of Eq. 16 for the decoded estimate ``x = D(z0)`` (``abar`` unused)."""
-        return proximal_image(fwd, y, x, self.penalty_weight(fwd, x), self.cg_iters)
+    def image(self, fwd: Forward, y, x, abar=None, weight=None):
+        """Return :math:`\\hat x` of Eq. 16 for the decoded estimate ``x = D(z0)`` (``abar`` unused;
+        ``weight``: per-sample :math:`\\lambda_n`, ``(N,)``, replacing :attr:`weight`)."""
+        return proximal_image(fwd, y, x, self.penalty_weight(fwd, x, weight), self.cg_iters)
 
 
 def proximal_image(fwd: Forward, y, x, weight, cg_iters: int):

@@ -37,7 +37,8 @@ import optax
 from jax import lax
 
 from .common import RESIDUAL_SCALE, Forward, Loss, Status, bcast, penalty, residual
-from .consistency import AdamHistory, GluingProjection, GradientDescent, NoiseLevelProjection, ProximalProjection
+from .consistency import (AdamHistory, GluingProjection, GradientDescent, NoiseLevelProjection, ProximalProjection,
+                          SelectUpdate)
 from .prompt import PromptTuning
 from .samplers import DDIMStep, ReNoiseStep
 
@@ -72,7 +73,8 @@ class StepStats(NamedTuple):
             update, per sample, ``[0, 1]`` units.
         prompt_residual: the residual at :math:`\\hat z_{0|y}` at each prompt-tuning
             iteration, ``(N, K)`` (``K = 0`` without prompt tuning).
-        projected: whether this step projected.
+        projected: whether this step projected (per sample, ``(N,)``, when the samples' projection
+            periods differ: :mod:`~diffprior.solvers.mixing`).
         status: per-sample status after the step.
     """
 
@@ -94,6 +96,8 @@ class Data(NamedTuple):
         step_size: per-sample :math:`\\rho`, ``(N,)``.
         keys: per-sample PRNG keys (``fold_in(key, n)``), so sample ``n`` is independent of N.
         emb0: initial text embedding ``(N, L, D)``.
+        mix: per-sample settings of a batch that mixes configurations
+            (:class:`~diffprior.solvers.mixing.Mix`), or ``None``.
     """
 
     prior: Any
@@ -104,6 +108,7 @@ class Data(NamedTuple):
     step_size: jax.Array
     keys: jax.Array
     emb0: jax.Array
+    mix: Any = None
 
 
 def estimate(prior, fwd: Forward, y, z, t, emb):
@@ -120,7 +125,7 @@ def estimate(prior, fwd: Forward, y, z, t, emb):
 
 
 def guidance_loss(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NORM, regularizers=(),
-                  prompt: PromptTuning | None = None, tuning=None):
+                  prompt: PromptTuning | None = None, tuning=None, zeta=None):
     """The guidance loss summed over the batch, and the estimates it passes through.
 
     .. math::
@@ -130,7 +135,9 @@ def guidance_loss(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Los
     (see :func:`guidance`). With ``prompt`` and a traced boolean ``tuning``: where ``tuning``
     is true, the loss of prompt tuning instead (Eq. 17), the residual at P2L's shifted estimate
     :math:`\\hat z_{0|y}` (Eqs. 18-19, :meth:`PromptTuning.shifted`) and no regularisers; the
-    two share one graph (:func:`tuned_guidance`).
+    two share one graph (:func:`tuned_guidance`). ``tuning`` may also be per sample, ``(N,)``
+    (a batch mixing prompt-tuning lengths), and ``zeta`` the per-sample shift step ``(N,)``
+    replacing the prompt tuning's.
 
     Returns:
         ``(loss, (eps, z0, x, r))``: noise estimate, Tweedie estimate :math:`\\hat z_0`, the
@@ -138,8 +145,15 @@ def guidance_loss(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Los
     """
     eps, z0 = prior.eps_and_x0(z, t, emb)
     z_in = z0
+    per_sample = tuning is not None and jnp.ndim(tuning) == 1
     if tuning is not None:
-        z_in = lax.cond(tuning, lambda: prompt.shifted(prior, fwd, y, z0, prompt.zeta(step_size), loss), lambda: z0)
+        zeta = prompt.zeta(step_size) if zeta is None else zeta
+
+        def shift():
+            z_y = prompt.shifted(prior, fwd, y, z0, zeta, loss)
+            return jnp.where(bcast(tuning, z0), z_y, z0) if per_sample else z_y
+
+        z_in = lax.cond(jnp.any(tuning), shift, lambda: z0)
     x = prior.decode(z_in)
     r = residual(fwd, y, x)
     obj = penalty(RESIDUAL_SCALE * r, loss)
@@ -151,7 +165,12 @@ def guidance_loss(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Los
                 obj = obj + inv * reg(prior, fwd, y, z0, x, loss)
             return obj
 
-        obj = regularized(obj) if tuning is None else lax.cond(tuning, lambda: obj, lambda: regularized(obj))
+        if tuning is None:
+            obj = regularized(obj)
+        elif per_sample:
+            obj = jnp.where(tuning, obj, regularized(obj))
+        else:
+            obj = lax.cond(tuning, lambda: obj, lambda: regularized(obj))
     return obj.sum(), (eps, z0, x, r)
 
 
@@ -175,7 +194,7 @@ def guidance(prior, fwd: Forward, y, z, t, emb, step_size, loss: Loss = Loss.NOR
 
 
 def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t, emb, step_size,
-                   loss: Loss = Loss.NORM, regularizers=(), opt_state=()):
+                   loss: Loss = Loss.NORM, regularizers=(), opt_state=(), iters=None, zeta=None):
     """Prompt tuning (P2L Alg. 3) and then the guidance gradient, as K + 1 turns of one VJP.
 
     Turn :math:`k < K` is one prompt-tuning iteration: the gradient of Eq. 17's loss
@@ -192,6 +211,12 @@ def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t,
     that :meth:`PromptTuning.tunes_at` skips; a traced boolean, or the constant ``True`` when
     every step tunes) runs turn :math:`K` only.
 
+    Per sample (a batch mixing configurations, :mod:`~diffprior.solvers.mixing`): ``iters``
+    ``(N,)`` gives each sample its own :math:`K_n \\le K` (turn :math:`k` moves sample
+    :math:`n`'s embedding and Adam state only while :math:`k < K_n`; Adam's shared step count
+    is then the same as alone, since a sample's turns are the first :math:`K_n`), and ``zeta``
+    its shift step.
+
     Returns:
         ``(c*, prompt_residuals, opt_state, g, (eps, z0, x, r))``: the tuned embedding, the
         residual :math:`\\|y - \\mathcal{A}(\\mathcal{D}(\\hat z_{0|y}))\\|` at each tuning
@@ -201,7 +226,7 @@ def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t,
     k_iters, n = prompt.iters, z.shape[0]
     opt = prompt.optimizer()
     grad = jax.grad(lambda z, c, tuning: guidance_loss(prior, fwd, y, z, t, c, step_size, loss, regularizers,
-                                                       prompt, tuning), argnums=(0, 1), has_aux=True)
+                                                       prompt, tuning, zeta), argnums=(0, 1), has_aux=True)
     x_shape = jax.eval_shape(prior.decode, z)
     start = (emb, opt.init(emb) if prompt.reset else opt_state, jnp.zeros_like(z),
              (jnp.zeros_like(z), jnp.zeros_like(z), jnp.zeros(x_shape.shape, x_shape.dtype),
@@ -209,15 +234,21 @@ def tuned_guidance(prompt: PromptTuning, tune_now, prior, fwd: Forward, y, z, t,
 
     def turn(carry, k):
         c, st, _, _ = carry
-        tuning = k < k_iters
+        tuning = k < k_iters if iters is None else k < iters
         (gz, gc), est = grad(z, c, tuning)
         est = jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), est, carry[3])
         upd, st_new = opt.update(gc, st, c)
 
-        def keep(new, old):  # the embedding and Adam's state move on tuning turns only
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(tuning, a, b), new, old)
+        def sel(a, b):
+            if iters is not None and a.ndim >= 1 and a.shape[0] == n:
+                return jnp.where(bcast(tuning, a), a, b)
+            return jnp.where(jnp.any(tuning), a, b)
 
-        return (keep(optax.apply_updates(c, upd), c), keep(st_new, st), gz, est), est[3]
+        def keep(new, old):  # the embedding and Adam's state move on (a sample's) tuning turns only
+            return jax.tree_util.tree_map(sel, new, old)
+
+        r = est[3] if iters is None else jnp.where(tuning | (k == k_iters), est[3], jnp.nan)
+        return (keep(optax.apply_updates(c, upd), c), keep(st_new, st), gz, est), r
 
     def idle(carry, k):  # a tuning turn of a step that does not tune
         return carry, jnp.full((n,), jnp.nan, y.dtype)
@@ -276,7 +307,7 @@ class Plan:
     # ------------------------------------------------------------------ step
     def step(self, data: Data, state: State, i) -> tuple[State, StepStats]:
         """One reverse step ``i`` (0-based; timestep ``data.timesteps[i]``); pure, jittable."""
-        prior, y, fwd = data.prior, data.y, data.fwd
+        prior, y, fwd, mix = data.prior, data.y, data.fwd, data.mix
         i = jnp.asarray(i, jnp.int32)
         t, t_prev = data.timesteps[i], data.prev_timesteps[i]
         n = y.shape[0]
@@ -284,8 +315,9 @@ class Plan:
         emb, prompt_opt = state.emb, state.prompt_opt
         if self.prompt is not None:  # K tuning iterations, then the guidance, through one VJP
             emb, prompt_res, prompt_opt, g, (eps, z0, x, r) = tuned_guidance(
-                self.prompt, True if self.prompt.every == 1 else self.prompt.tunes_at(i), prior, fwd, y, state.z, t, emb, data.step_size, self.loss,
-                self.regularizers, prompt_opt)
+                self.prompt, True if self.prompt.every == 1 else self.prompt.tunes_at(i), prior, fwd, y, state.z, t, emb,
+                data.step_size, self.loss, self.regularizers, prompt_opt,
+                iters=None if mix is None else mix.prompt_iters, zeta=None if mix is None else mix.zeta)
         elif self.update is None:
             prompt_res = jnp.zeros((n, 0), jnp.float32)
             eps, z0, x, r = estimate(prior, fwd, y, state.z, t, emb)
@@ -296,9 +328,16 @@ class Plan:
 
         if self.projection is not None:
             num_steps = data.timesteps.shape[0]
-            projected = (num_steps - 1 - i) % self.projection.every == 0
+            every = self.projection.every if mix is None or mix.proj_every is None else mix.proj_every
+            projected = (num_steps - 1 - i) % every == 0  # () or, with per-sample periods, (N,)
             proj, abar = self.projection, prior.schedule.abar(t)
-            z0 = lax.cond(projected, lambda: prior.encode(proj.image(fwd, y, x, abar)).astype(z0.dtype), lambda: z0)
+            kw = {} if mix is None or mix.proj_weight is None else {"weight": mix.proj_weight}
+
+            def project(z0):
+                z0p = prior.encode(proj.image(fwd, y, x, abar, **kw)).astype(z0.dtype)
+                return z0p if projected.ndim == 0 else jnp.where(bcast(projected, z0), z0p, z0)
+
+            z0 = lax.cond(jnp.any(projected), project, lambda z0: z0, z0)
         else:
             projected = jnp.asarray(False)
 
@@ -309,7 +348,10 @@ class Plan:
         z_new = self.sampler.step(prior.schedule, state.z, z0, eps, t, t_prev, noise)
         history = state.history
         if self.update is not None:
-            direction, history = self.update.direction(g, state.history)
+            if isinstance(self.update, SelectUpdate):
+                direction, history = self.update.direction(g, state.history, mix.update)
+            else:
+                direction, history = self.update.direction(g, state.history)
             z_new = z_new - bcast(data.step_size, z_new) * direction
 
         status = self._classify(state.status, z_new, emb)
@@ -322,8 +364,10 @@ class Plan:
         """A padding step: the state unchanged and empty statistics (same shapes as :meth:`step`)."""
         n = data.y.shape[0]
         k = 0 if self.prompt is None else self.prompt.iters
+        per_sample = self.projection is not None and data.mix is not None and data.mix.proj_every is not None
         return state, StepStats(t=jnp.asarray(-1, jnp.int32), residual=jnp.zeros((n,), jnp.float32),
-                                prompt_residual=jnp.zeros((n, k), jnp.float32), projected=jnp.asarray(False),
+                                prompt_residual=jnp.zeros((n, k), jnp.float32),
+                                projected=jnp.zeros((n,), bool) if per_sample else jnp.asarray(False),
                                 status=state.status)
 
     def _classify(self, old_status, z, emb):

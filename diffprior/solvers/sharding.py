@@ -99,7 +99,8 @@ class BatchSharding:
         whole = lambda tree: jax.tree_util.tree_map(lambda _: self.whole, tree)  # noqa: E731
         shardings = data._replace(prior=whole(data.prior), fwd=self._operator(data.fwd), y=self.split,
                                   timesteps=self.whole, prev_timesteps=self.whole, step_size=self.split,
-                                  keys=self.split, emb0=self.split)
+                                  keys=self.split, emb0=self.split,
+                                  mix=jax.tree_util.tree_map(lambda _: self.split, data.mix))
         return jax.device_put(data, shardings)
 
     def place_state(self, state):
