@@ -156,7 +156,6 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
     """
     import jax
 
-    from .metrics import image_metrics, measurement_residual
     from .solvers import SolverFailure, sample_keys
 
     if int(batch) < 1:
@@ -175,7 +174,6 @@ def solve_problem(problem, solver_cls: type, config, writer, *, prior=None, num_
         prior = replicate(prior, devices)
     B = int(min(batch, problem.n_samples))
     root = jax.random.PRNGKey(int(seed))
-    gt = problem.ground_truth
     t_start = time.perf_counter()
     appended, failed = 0, []
     for b0 in range(0, pending.size, B):
