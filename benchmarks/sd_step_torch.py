@@ -4,7 +4,8 @@ Reads a JSON job on stdin (configs, image size, timestep, reps, ...) and prints 
 line with the timings and peak memory of the same three computations as the JAX side:
 UNet forward, and the gradient of ``||A(D(x0(z, t, c))) - y||^2`` with respect to the text
 embedding ``c`` and to the latent ``z`` (``A`` = 4x average pooling), with and without
-diffusers' gradient checkpointing. Needs only torch + diffusers (not diffprior).
+diffusers' gradient checkpointing (``"ops"`` in the job: only those). Needs only torch +
+diffusers (not diffprior).
 """
 
 from __future__ import annotations
@@ -110,13 +111,15 @@ def main():
             out["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return out
 
-    res = {"forward": measure(forward)}
+    wanted = set(job.get("ops") or ["forward", "grad_c", "grad_z", "grad_c_remat", "grad_z_remat"])
+    res = {"forward": measure(forward)} if "forward" in wanted else {}
     for remat in job["remat"]:
         for m in (unet, vae):
             (m.enable_gradient_checkpointing if remat else m.disable_gradient_checkpointing)()
         suffix = "_remat" if remat else ""
-        res["grad_c" + suffix] = measure(grad_c)
-        res["grad_z" + suffix] = measure(grad_z)
+        for name, fn in (("grad_c", grad_c), ("grad_z", grad_z)):
+            if name + suffix in wanted:
+                res[name + suffix] = measure(fn)
     import diffusers
 
     print(json.dumps({"results": res, "init_s": init_s, "device": str(dev),

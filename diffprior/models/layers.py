@@ -7,12 +7,16 @@ onto our parameters by renaming alone.
 
 from __future__ import annotations
 
+import functools
 import math
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax import lax
 
 from .fastconv import conv_general_dilated
+from .upsample import UpsampleConv
 
 
 def silu(x):
@@ -76,20 +80,73 @@ class Downsample2D(nn.Module):
 
 
 class Upsample2D(nn.Module):
-    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution."""
+    """Nearest-neighbour 2x upsampling followed by a 3x3 convolution (computed on the
+    low-resolution map, :mod:`diffprior.models.upsample`)."""
 
     out_channels: int
 
     @nn.compact
     def __call__(self, x):
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return conv(self.out_channels, name="conv")(x)
+        return UpsampleConv(self.out_channels, name="conv")(x)
+
+
+def _attend(q, k, v, scale: float):
+    """Softmax attention on head-major ``(N, h, L, d)`` tensors (probabilities in float32)."""
+    scores = jnp.einsum("nhqd,nhkd->nhqk", q, k) * scale
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+    return jnp.einsum("nhqk,nhkd->nhqd", probs, v), probs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def attend(q, k, v, scale: float):
+    """:math:`\\mathrm{softmax}(s\\,QK^T)\\,V` per head, with a hand-written gradient.
+
+    With :math:`P` the probabilities and :math:`G` the output's cotangent,
+
+    .. math::
+        \\nabla_V = P^T G,\\quad \\nabla_S = P \\odot (G V^T - \\mathrm{rowsum}(P \\odot G V^T)),
+        \\quad \\nabla_Q = s\\,\\nabla_S K,\\quad \\nabla_K = s\\,\\nabla_S^T Q.
+
+    The two transposed products are written as :math:`(G^T P)^T` and :math:`(Q^T \\nabla_S)^T`,
+    so that the large :math:`L_q \\times L_k` matrices are read in their own layout and only the
+    small :math:`L \\times d` results are transposed; JAX's own derivative transposes
+    :math:`P` and :math:`\\nabla_S` (two copies of every score matrix per attention layer: 1.2x
+    slower for the UNet's 1024-token self-attention on CPU, ``benchmarks/sd_layers.py``).
+    """
+    return _attend(q, k, v, scale)[0]
+
+
+def _attend_fwd(q, k, v, scale):
+    out, probs = _attend(q, k, v, scale)
+    return out, (q, k, v, probs)
+
+
+def _attend_bwd(scale, res, g):
+    q, k, v, probs = res
+    p = probs.astype(jnp.float32)
+    dp = jnp.einsum("nhqd,nhkd->nhqk", g, v).astype(jnp.float32)
+    ds = (p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True)) * scale).astype(q.dtype)
+    batch_heads = ((0, 1), (0, 1))
+
+    def transposed_product(a, b):  # a^T b over the query axis, then swapped back: (N, h, L_k, d)
+        return jnp.swapaxes(lax.dot_general(a, b, (((2,), (2,)), batch_heads)), 2, 3)
+
+    dv = transposed_product(g, probs).astype(v.dtype)
+    dk = transposed_product(q, ds).astype(k.dtype)
+    dq = jnp.einsum("nhqk,nhkd->nhqd", ds, k).astype(q.dtype)
+    return dq, dk, dv
+
+
+attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def scaled_dot_product(q, k, v, heads: int, mask=None, upcast: bool = False):
     """Multi-head attention core on ``(N, L, heads*d)`` tensors.
 
     .. math:: \\mathrm{softmax}(QK^T/\\sqrt{d} + M)\\,V
+
+    Without a mask this is :func:`attend` (its own gradient); with one (the text encoder's
+    causal mask) JAX differentiates the einsums.
 
     Args:
         q, k, v: queries ``(N, Lq, heads*d)``, keys/values ``(N, Lk, heads*d)``.
@@ -100,14 +157,18 @@ def scaled_dot_product(q, k, v, heads: int, mask=None, upcast: bool = False):
     n, lq, inner = q.shape
     d = inner // heads
     dtype = q.dtype
+    if upcast:
+        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    if mask is None:
+        def split(t):
+            return t.reshape(n, t.shape[1], heads, d).transpose(0, 2, 1, 3)
+
+        out = attend(split(q), split(k), split(v), 1.0 / math.sqrt(d)).transpose(0, 2, 1, 3)
+        return out.reshape(n, lq, inner).astype(dtype)
     q = q.reshape(n, lq, heads, d)
     k = k.reshape(n, k.shape[1], heads, d)
     v = v.reshape(n, v.shape[1], heads, d)
-    if upcast:
-        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    scores = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (1.0 / math.sqrt(d))
-    if mask is not None:
-        scores = scores + mask
+    scores = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (1.0 / math.sqrt(d)) + mask
     probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
     out = jnp.einsum("nhqk,nkhd->nqhd", probs, v)
     return out.reshape(n, lq, inner).astype(dtype)
