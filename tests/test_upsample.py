@@ -35,3 +35,14 @@ def test_which_form_by_shape():
 def test_refuses_other_kernel_sizes():
     with pytest.raises(ValueError, match="3x3"):
         upsample_conv(jnp.zeros((1, 2, 2, 1)), jnp.zeros((5, 5, 1, 1)))
+
+
+def test_environment_variable_reaches_the_upsampling_convolutions(monkeypatch):
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+
+    def program():  # a new function each time: traces are cached per function
+        return str(jax.make_jaxpr(lambda x, w: upsample_conv(x, w))(x, w))
+
+    assert "custom_vjp" in program()
+    monkeypatch.setenv("DIFFPRIOR_CONV_GRAD", "lax")
+    assert "custom_vjp" not in program()

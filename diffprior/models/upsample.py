@@ -26,9 +26,16 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .fastconv import conv2d
+from .fastconv import conv_general_dilated
 
 _PAD = {0: (1, 0), 1: (0, 1)}
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w, padding, precision):
+    """Stride-1 convolution through :func:`~diffprior.models.fastconv.conv_general_dilated`
+    (its input gradient, or JAX's under ``DIFFPRIOR_CONV_GRAD=lax``)."""
+    return conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_DN, precision=precision)
 
 
 def _taps(w, phase: int, axis: int):
@@ -52,11 +59,11 @@ def upsample_conv(x, w, precision=None):
         raise ValueError(f"upsample_conv needs a 3x3 kernel, got {kh}x{kw}")
     if not use_phases(x.shape, co):
         u = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return conv2d(u, w, (1, 1), ((1, 1), (1, 1)), precision)
+        return _conv(u, w, ((1, 1), (1, 1)), precision)
     rows = []
     for a in (0, 1):
         wa = _taps(w, a, 0)
-        cols = [conv2d(x, _taps(wa, b, 1), (1, 1), (_PAD[a], _PAD[b]), precision) for b in (0, 1)]
+        cols = [_conv(x, _taps(wa, b, 1), (_PAD[a], _PAD[b]), precision) for b in (0, 1)]
         rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase next to the column
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * wd, co)  # (N, H, 2, W, 2, C) -> (N, 2H, 2W, C)
 
