@@ -262,7 +262,7 @@ def write_markdown(report: dict, path: Path):
             "of `jax.checkpoint` and CSE merges the recomputation back into the forward pass "
             "(a toy MLP compiles to the same number of dots with and without it); its savings are "
             "expected on GPU, not measured here. Where the JAX gradient's time and memory went, and "
-            "what changed, is in `docs/benchmarks.rst` (section \"The SD-size gradient\").",
+            "what changed, is in `docs/scaling.rst` (section \"The SD-size gradient against PyTorch\").",
             "",
         ]
     for size, entry in report["sizes"].items():

@@ -5,7 +5,15 @@ Fixtures are grouped by owner and self-contained; add new ones below, with a cle
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# No persistent XLA compilation cache in the test session (the CLI enables one by default, in
+# its own process and, when a test calls it in-process, for the rest of the session): a full
+# run on a fresh clone once crashed inside JAX's cache write (``put_executable_and_time``,
+# segmentation fault) in a later training test. Tests of the cache pass their own folder.
+os.environ.setdefault("DIFFPRIOR_CACHE", "off")
 
 
 # ------------------------------------------------------------------ tiny random-weight prior
