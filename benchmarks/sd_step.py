@@ -107,8 +107,8 @@ def random_params(module, seed: int, *example, dtype=jnp.float32) -> dict:
     """Random weights for a Flax ``module``, drawn leaf by leaf on the host.
 
     Kernels and embeddings :math:`\\mathcal N(0, 1/\\text{fan-in})`, normalisation scales 1,
-    biases 0. Unlike ``module.init`` (an initialising forward pass, compiled: 4.5 GB of XLA
-    scratch and ~1.5 GB left in the process's heap for SD v1.4's UNet), this allocates each
+    biases 0. Unlike ``module.init`` (an initialising forward pass, compiled, whose scratch
+    stays in the process's heap), this allocates each
     weight once, as PyTorch's constructors do, so that the peak memory measured later is the
     computation's and not the initialisation's leftovers. Timings do not depend on the values.
     """

@@ -83,9 +83,9 @@ def test_matrix_product_form_equals_the_flipped_kernel_form(hw, k, stride, pad):
 
 
 def test_which_form_by_shape():
-    assert fastconv._use_gemm((1, 8, 8, 1280), None)  # the UNet's 8x8 level at 256 px
-    assert not fastconv._use_gemm((1, 32, 32, 320), None)
-    assert not fastconv._use_gemm((8, 8, 8, 1280), None)  # a batch brings back the convolution
+    assert fastconv._use_gemm((1, 8, 8, 1280))  # the UNet's 8x8 level at 256 px
+    assert not fastconv._use_gemm((1, 32, 32, 320))
+    assert not fastconv._use_gemm((8, 8, 8, 1280))  # a batch brings back the convolution
 
 
 def test_late_kernel_is_exact_and_keeps_a_bad_cotangent_local():

@@ -110,7 +110,7 @@ def input_gradient_gemm(g, w, in_hw, strides, padding, precision=None):
     return out
 
 
-def _use_gemm(g_shape, w_shape) -> bool:
+def _use_gemm(g_shape) -> bool:
     """Few output pixels for the channel count: the kernel copy would cost more than the product."""
     n, ho, wo, co = g_shape
     return 4 * n * ho * wo <= co
@@ -130,7 +130,7 @@ def _after(w, g):
 
 def _bwd(strides, padding, precision, res, g):
     x, w = res
-    if _use_gemm(g.shape, w.shape):
+    if _use_gemm(g.shape):
         gx = input_gradient_gemm(g, w, x.shape[1:3], strides, padding, precision).astype(x.dtype)
     else:
         gx = input_gradient(g, _after(w, g), x.shape[1:3], strides, padding, precision).astype(x.dtype)
