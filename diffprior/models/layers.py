@@ -90,9 +90,12 @@ class Upsample2D(nn.Module):
         return UpsampleConv(self.out_channels, name="conv")(x)
 
 
-def _attend(q, k, v, scale: float):
-    """Softmax attention on head-major ``(N, h, L, d)`` tensors (probabilities in float32)."""
+def _attend(q, k, v, scale: float, mask=None):
+    """Softmax attention on head-major ``(N, h, L, d)`` tensors (probabilities in float32),
+    with an optional additive mask on the scores."""
     scores = jnp.einsum("nhqd,nhkd->nhqk", q, k) * scale
+    if mask is not None:
+        scores = scores + mask
     probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
     return jnp.einsum("nhqk,nhkd->nhqd", probs, v), probs
 
@@ -159,19 +162,16 @@ def scaled_dot_product(q, k, v, heads: int, mask=None, upcast: bool = False):
     dtype = q.dtype
     if upcast:
         q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    if mask is None:
-        def split(t):
-            return t.reshape(n, t.shape[1], heads, d).transpose(0, 2, 1, 3)
 
-        out = attend(split(q), split(k), split(v), 1.0 / math.sqrt(d)).transpose(0, 2, 1, 3)
-        return out.reshape(n, lq, inner).astype(dtype)
-    q = q.reshape(n, lq, heads, d)
-    k = k.reshape(n, k.shape[1], heads, d)
-    v = v.reshape(n, v.shape[1], heads, d)
-    scores = jnp.einsum("nqhd,nkhd->nhqk", q, k) * (1.0 / math.sqrt(d)) + mask
-    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("nhqk,nkhd->nqhd", probs, v)
-    return out.reshape(n, lq, inner).astype(dtype)
+    def split(t):
+        return t.reshape(n, t.shape[1], heads, d).transpose(0, 2, 1, 3)
+
+    scale = 1.0 / math.sqrt(d)
+    if mask is None:
+        out = attend(split(q), split(k), split(v), scale)
+    else:
+        out = _attend(split(q), split(k), split(v), scale, mask)[0]
+    return out.transpose(0, 2, 1, 3).reshape(n, lq, inner).astype(dtype)
 
 
 class Attention(nn.Module):
